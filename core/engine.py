@@ -1,0 +1,383 @@
+"""The weak-to-strong protocol as a DAG of content-addressed stages; done stages are skipped.
+
+For each (weak W, strong S, loss, seed), with seeded disjoint splits A (weak_train),
+B (transfer) and T (test):
+
+    weak         = fit(W, A, ground truth)      weak_labels = predict(weak, B)
+    student_loss = fit(S, B, weak_labels, loss) ceiling     = fit(S, B, ground truth)
+    *_test       = predict(model, T)            evaluate    = PGR, CIs, agreement, flags
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import click
+import numpy as np
+
+from . import __version__, plugins
+from .api import Example, Loss, Model, Task, Trained, W2SError, fingerprint
+from .metrics import agreement, bootstrap_accuracy, bootstrap_pgr, classification_metrics, pgr, pgr_flags
+from .store import Store
+from .study import Study
+
+
+@dataclass
+class StageResult:
+    """What a stage returns to the driver; only the driver writes the store."""
+
+    predictions: dict = field(default_factory=dict)  # split -> (ids, probs, labels)
+    metrics: dict = field(default_factory=dict)  # (split, name) -> value
+    curves: list = field(default_factory=list)  # (step, name, value)
+    artifacts: dict = field(default_factory=dict)  # kind -> path
+    output: dict = field(default_factory=dict)  # small JSON (flags, notes)
+    trained: Trained | None = None  # kept in memory for downstream stages, never stored
+
+
+@dataclass
+class Stage:
+    key: str
+    kind: str  # fit | predict | evaluate
+    role: str  # weak | weak_labels | student | ceiling | weak_test | student_test | ceiling_test | evaluate
+    title: str
+    labels: dict  # task, weak, strong, loss, seed: how the stage appears in results
+    row: dict  # descriptive columns of the stages table
+    deps: list[str]
+    run: Callable[["RunContext"], StageResult]
+    model: Model | None = None
+    task: Task | None = None
+
+
+@dataclass
+class Split:
+    name: str
+    key: str
+    examples: list[Example]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.examples]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([e.label for e in self.examples])
+
+
+class RunContext:
+    """The StageContext a running stage sees."""
+
+    def __init__(self, stage: Stage, seed: int, store: Store, engine: "Engine"):
+        self.stage_key = stage.key
+        self.seed = seed
+        self.artifact_dir = store.artifacts_root / stage.key
+        self.curves: list[tuple[int, str, float]] = []
+        self._store = store
+        self.engine = engine
+
+    def log_curve(self, step: int, name: str, value: float) -> None:
+        self.curves.append((int(step), name, float(value)))
+
+    def partial_predictions(self, split: str) -> dict[str, list[float]]:
+        return self._store.partial_predictions(self.stage_key, split)
+
+    def save_partial_prediction(self, split: str, example_id: str, probs) -> None:
+        self._store.save_partial_prediction(self.stage_key, split, example_id, probs)
+
+    def find_job(self, provider: str) -> dict | None:
+        return self._store.find_job(self.stage_key, provider)
+
+    def remember_job(self, provider: str, job_id: str, info: dict) -> None:
+        self._store.remember_job(self.stage_key, provider, job_id, info)
+
+    def progress(self, iterable, total: int | None = None, desc: str = ""):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(labels), k), dtype=np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def data_fingerprint(examples: list[Example]) -> str:
+    return fingerprint([[e.id, e.text, e.label] for e in examples])
+
+
+class Protocol:
+    """Builds the stage DAG of one study."""
+
+    def __init__(self, study: Study, store: Store):
+        self.study = study
+        self.store = store
+        self.task = study.task
+        self.stages: dict[str, Stage] = {}
+        self._pools: tuple[list[Example], list[Example]] | None = None
+        self.ground_truth = plugins.make_loss("xent", {}, "ground-truth loss")
+
+    # -- data ----------------------------------------------------------------
+    def pools(self) -> tuple[list[Example], list[Example]]:
+        if self._pools is None:
+            train, test = self.task.load("train"), self.task.load("test")
+            if not train or not test:
+                raise W2SError(f"task {self.task.name}: the {'train' if not train else 'test'} split is empty; check task.data_dir")
+            self._pools = (train, test)
+        return self._pools
+
+    def splits(self, seed: int) -> tuple[Split, Split, Split]:
+        """Seeded, disjoint weak_train (A) and transfer (B) from the train pool; test (T) from test."""
+        spec = self.study.spec.task
+        train, test = self.pools()
+        need = spec.n_weak_train + spec.n_transfer
+        if need > len(train):
+            raise W2SError(
+                f"task.n_weak_train + task.n_transfer = {need} but {self.task.name} has only {len(train)} train examples; lower them"
+            )
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(train))
+        a = [train[i] for i in order[: spec.n_weak_train]]
+        b = [train[i] for i in order[spec.n_weak_train : need]]
+        n_test = min(spec.n_test or len(test), len(test))
+        t_idx = np.sort(np.random.default_rng(seed + 10_000).permutation(len(test))[:n_test])
+        t = [test[i] for i in t_idx]
+        data = {"task": self.task.spec(), "train": data_fingerprint(train), "test": data_fingerprint(test), "seed": seed}
+        out = []
+        for name, examples in (("weak_train", a), ("transfer", b), ("test", t)):
+            key = fingerprint({**data, "split": name, "n": len(examples), "ids": fingerprint([e.id for e in examples])})
+            self.store.record_split(key, self.task.name, name, seed, [e.id for e in examples])
+            out.append(Split(name, key, examples))
+        return tuple(out)
+
+    # -- stages --------------------------------------------------------------
+    def add(self, stage: Stage) -> Stage:
+        return self.stages.setdefault(stage.key, stage)
+
+    def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict) -> Stage:
+        spec = {
+            "kind": "fit",
+            "task": self.task.spec(),
+            "data": split.key,
+            "model": model.spec(),
+            "loss": loss.spec(),
+            "targets": targets.key if targets else "ground_truth",
+            "seed": seed,
+        }
+        key = fingerprint(spec)
+        source = f"{targets.labels.get('weak')} labels" if targets else "ground truth"
+        title = f"fit {role} {model.label}" + (f" [{loss.name}]" if role == "student" else "") + f" on {split.name} ({source})"
+
+        def run(rc: RunContext) -> StageResult:
+            if targets is None:
+                soft = one_hot(split.labels, self.task.num_labels)
+            else:
+                stored = self.store.predictions(targets.key, "transfer")
+                soft = np.array([stored[e.id] for e in split.examples], dtype=np.float32)
+            trained = model.fit(split.examples, soft, loss, self.task, rc)
+            path = rc.artifact_dir / "checkpoint"
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            trained.save(path)
+            return StageResult(curves=rc.curves, artifacts={"checkpoint": path}, trained=trained)
+
+        row = self._row("fit", role, model, loss, seed, spec, [targets.key] if targets else [])
+        return self.add(Stage(key, "fit", role, title, labels, row, [targets.key] if targets else [], run, model, self.task))
+
+    def predict_stage(self, role: str, fit: Stage, split: Split, seed: int, labels: dict) -> Stage:
+        spec = {"kind": "predict", "fit": fit.key, "data": split.key}
+        key = fingerprint(spec)
+
+        def run(rc: RunContext) -> StageResult:
+            trained = rc.engine.trained(fit)
+            probs = np.asarray(trained.predict(split.examples, self.task, rc), dtype=float)
+            metrics = {(split.name, k): v for k, v in classification_metrics(probs, split.labels).items()}
+            return StageResult(predictions={split.name: (split.ids, probs, split.labels)}, metrics=metrics, curves=rc.curves)
+
+        title = f"predict {fit.model.label} ({fit.role}{' ' + fit.labels['loss'] if fit.role == 'student' else ''}) on {split.name}"
+        row = self._row("predict", role, fit.model, None, seed, spec, [fit.key])
+        return self.add(Stage(key, "predict", role, title, labels, row, [fit.key], run, fit.model, self.task))
+
+    def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict) -> Stage:
+        spec = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key, "v": 1}
+        key = fingerprint(spec)
+
+        def run(rc: RunContext) -> StageResult:
+            return evaluate_pair(self.store, weak_test.key, student_test.key, ceiling_test.key, seed)
+
+        title = f"evaluate {labels['weak']} -> {labels['strong']} [{labels['loss']}]"
+        row = {"task": self.task.name, "model": labels["strong"], "loss": labels["loss"], "seed": seed,
+               "spec_json": json.dumps(spec), "upstream_json": json.dumps(list(spec.values())[1:4]), "kind": "evaluate", "role": "evaluate"}
+        deps = [weak_test.key, student_test.key, ceiling_test.key]
+        return self.add(Stage(key, "evaluate", "evaluate", title, labels, row, deps, run))
+
+    def _row(self, kind: str, role: str, model: Model, loss: Loss | None, seed: int, spec: dict, upstream: list[str]) -> dict:
+        return {
+            "kind": kind,
+            "role": role,
+            "task": self.task.name,
+            "model": model.label,
+            "model_json": json.dumps(model.spec()),
+            "loss": loss.name if loss else None,
+            "seed": seed,
+            "spec_json": json.dumps(spec, default=str),
+            "upstream_json": json.dumps(upstream),
+        }
+
+    # -- the protocol ----------------------------------------------------------
+    def plan(self) -> list[tuple[Stage, str, dict]]:
+        """Every (stage, role, labels) link of the study, in run order."""
+        links: list[tuple[Stage, str, dict]] = []
+        for seed in self.study.seeds:
+            a, b, t = self.splits(seed)
+            for weak in self.study.weak:
+                base = {"task": self.task.name, "weak": weak.label, "seed": seed}
+                weak_fit = self.fit_stage("weak", weak, a, self.ground_truth, None, seed, {**base, "strong": None, "loss": None})
+                weak_labels = self.predict_stage("weak_labels", weak_fit, b, seed, weak_fit.labels)
+                weak_test = self.predict_stage("weak_test", weak_fit, t, seed, weak_fit.labels)
+                links += [(weak_fit, "weak", weak_fit.labels), (weak_labels, "weak_labels", weak_fit.labels), (weak_test, "weak_test", weak_fit.labels)]
+                for strong in self.study.strong:
+                    if strong.label == weak.label:
+                        continue
+                    pair = {**base, "strong": strong.label}
+                    ceiling = self.fit_stage("ceiling", strong, b, self.ground_truth, None, seed, {**pair, "loss": None})
+                    ceiling_test = self.predict_stage("ceiling_test", ceiling, t, seed, ceiling.labels)
+                    for loss in self.study.losses:
+                        labels = {**pair, "loss": loss.name}
+                        student = self.fit_stage("student", strong, b, loss, weak_labels, seed, labels)
+                        student_test = self.predict_stage("student_test", student, t, seed, labels)
+                        evaluate = self.evaluate_stage(weak_test, student_test, ceiling_test, seed, labels)
+                        links += [(student, "student", labels), (student_test, "student_test", labels)]
+                        links += [(ceiling, "ceiling", labels), (ceiling_test, "ceiling_test", labels), (evaluate, "evaluate", labels)]
+        return links
+
+
+def evaluate_pair(store: Store, weak_key: str, student_key: str, ceiling_key: str, seed: int) -> StageResult:
+    """PGR with a paired bootstrap CI over test examples, agreement and sanity flags."""
+    preds = {name: _test_predictions(store, key) for name, key in (("weak", weak_key), ("student", student_key), ("ceiling", ceiling_key))}
+    ids = sorted(preds["weak"])
+    labels = np.array([preds["weak"][i][1] for i in ids])
+    pred = {name: np.array([preds[name][i][0] for i in ids]) for name in preds}
+    correct = {name: (pred[name] == labels) for name in pred}
+    acc = {name: float(correct[name].mean()) for name in correct}
+    low, high = bootstrap_pgr(correct["weak"], correct["student"], correct["ceiling"], seed=seed)
+    metrics = {("test", f"{name}_acc"): acc[name] for name in acc}
+    for name in acc:
+        lo, hi = bootstrap_accuracy(correct[name], seed=seed)
+        metrics[("test", f"{name}_acc_ci_low")], metrics[("test", f"{name}_acc_ci_high")] = lo, hi
+    metrics[("test", "pgr")] = pgr(acc["weak"], acc["student"], acc["ceiling"])
+    metrics[("test", "pgr_ci_low")], metrics[("test", "pgr_ci_high")] = low, high
+    metrics[("test", "n_test")] = float(len(ids))
+    metrics.update({("test", k): v for k, v in agreement(pred["student"], pred["weak"], labels).items()})
+    metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
+    return StageResult(metrics=metrics, output={"flags": pgr_flags(acc["weak"], acc["ceiling"])})
+
+
+def _test_predictions(store: Store, key: str) -> dict[str, tuple[int, int]]:
+    rows = store.db.query("SELECT example_id, pred, label FROM predictions WHERE stage_key = ? AND split = 'test'", [key])
+    return {r["example_id"]: (r["pred"], r["label"]) for r in rows}
+
+
+def versions() -> dict:
+    """Versions that can change a result: w2s, python, key libraries and every plugin."""
+    import importlib.metadata as md
+
+    out = {"w2s": __version__, "python": platform.python_version()}
+    for lib in ("torch", "transformers", "datasets", "scikit-learn", "numpy"):
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            pass
+    out["plugins"] = {r.name: r.version for r in plugins.everything()}
+    return out
+
+
+class Engine:
+    """The local, sequential executor and driver: walks the DAG, skips done stages, records."""
+
+    def __init__(self, store: Store, echo: Callable[[str], None] = lambda s: click.echo(s, err=True)):
+        self.store = store
+        self.echo = echo
+        self._trained: dict[str, Trained] = {}
+
+    def plan(self, study: Study) -> tuple[list[Stage], list[tuple[Stage, str, dict]]]:
+        links = Protocol(study, self.store).plan()
+        stages = list({stage.key: stage for stage, _, _ in links}.values())
+        return stages, links
+
+    def status(self, stages: list[Stage]) -> dict[str, str | None]:
+        return {s.key: self.store.stage_status(s.key) for s in stages}
+
+    def run(self, study: Study) -> str:
+        """Run (or resume) a study; returns its id. Raises KeyboardInterrupt after recording it."""
+        stages, links = self.plan(study)
+        study_id = self.store.upsert_study(
+            study.name, study.toml_text, study.spec_json(), study.hash(), str(study.path) if study.path else None, versions()
+        )
+        for stage, role, labels in links:
+            self.store.link_stage(study_id, stage.key, role, {k: labels.get(k) for k in ("task", "weak", "strong", "loss", "seed")})
+        failed: set[str] = set()
+        for i, stage in enumerate(stages, 1):
+            prefix = f"[{i}/{len(stages)}] {stage.title}"
+            if self.store.stage_status(stage.key) == "done":
+                self.echo(f"{prefix}: cached")
+                continue
+            blocked = [d for d in stage.deps if d in failed]
+            if blocked:
+                failed.add(stage.key)
+                self.echo(f"{prefix}: skipped (an upstream stage failed)")
+                continue
+            if not self._run_stage(study_id, stage, prefix):
+                failed.add(stage.key)
+            self._release(stages[i:])
+        self._release([])
+        status = "failed" if failed else "done"
+        self.store.set_study_status(study_id, status)
+        if failed:
+            raise W2SError(f"{len(failed)} stage(s) failed or were skipped; see `w2s study show {study_id}`. Fix the cause and rerun to resume")
+        return study_id
+
+    def _run_stage(self, study_id: str, stage: Stage, prefix: str) -> bool:
+        self.echo(f"{prefix}: running")
+        self.store.begin_stage(study_id, stage.key, stage.row)
+        rc = RunContext(stage, stage.labels.get("seed") or 0, self.store, self)
+        start = time.perf_counter()
+        try:
+            result = stage.run(rc)
+        except KeyboardInterrupt:
+            self.store.fail_stage(stage.key, time.perf_counter() - start, "interrupted (Ctrl-C)", status="interrupted")
+            self.store.set_study_status(study_id, "interrupted")
+            raise
+        except Exception as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.store.fail_stage(stage.key, time.perf_counter() - start, f"{type(exc).__name__}: {message}\n{traceback.format_exc()}")
+            self.echo(f"{prefix}: FAILED: {type(exc).__name__}: {message}")
+            return False
+        seconds = time.perf_counter() - start
+        self.store.finish_stage(stage.key, seconds, result)
+        if result.trained is not None:
+            self._trained[stage.key] = result.trained
+        self.echo(f"{prefix}: done in {seconds:.1f}s")
+        return True
+
+    def trained(self, fit: Stage) -> Trained:
+        """The fitted model of a fit stage: from memory, else reloaded from its checkpoint."""
+        if fit.key not in self._trained:
+            path = self.store.artifact(fit.key)
+            if path is None or not path.exists():
+                raise W2SError(f"checkpoint of stage {fit.key} is missing; delete that stage (w2s query) and rerun")
+            self._trained[fit.key] = fit.model.load(path, fit.task)
+        return self._trained[fit.key]
+
+    def _release(self, remaining: list[Stage]) -> None:
+        """Free fitted models that no remaining stage needs."""
+        needed = {d for s in remaining for d in s.deps}
+        for key in [k for k in self._trained if k not in needed]:
+            self._trained.pop(key).free()

@@ -1,0 +1,94 @@
+"""Classification metrics (scikit-learn), PGR with bootstrap CIs, agreement and sanity flags."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+
+N_BOOTSTRAP = 1000
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, AUROC, precision, recall and F1 (binary; macro-averaged otherwise)."""
+    probs = np.asarray(probs, dtype=float)
+    labels = np.asarray(labels, dtype=int)
+    preds = probs.argmax(axis=1)
+    binary = probs.shape[1] == 2
+    average = "binary" if binary else "macro"
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, preds, average=average, zero_division=0)
+    out = {"accuracy": float(accuracy_score(labels, preds)), "precision": float(precision), "recall": float(recall), "f1": float(f1), "n": float(len(labels))}
+    if len(set(labels.tolist())) > 1:
+        out["auroc"] = float(
+            roc_auc_score(labels, probs[:, 1]) if binary else roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1])))
+        )
+    return out
+
+
+def pgr(weak: float, student: float, ceiling: float) -> float:
+    """Performance gap recovered; NaN when the ceiling does not beat the weak model."""
+    gap = ceiling - weak
+    return (student - weak) / gap if gap > 0 else math.nan
+
+
+def bootstrap_pgr(weak_correct, student_correct, ceiling_correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
+    """95% percentile CI of PGR, resampling test examples (paired across the three models)."""
+    w, s, c = (np.asarray(x, dtype=float) for x in (weak_correct, student_correct, ceiling_correct))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(w), size=(n_boot, len(w)))
+    wa, sa, ca = w[idx].mean(1), s[idx].mean(1), c[idx].mean(1)
+    gap = ca - wa
+    with np.errstate(divide="ignore", invalid="ignore"):
+        samples = np.where(gap > 0, (sa - wa) / gap, np.nan)
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < n_boot * 0.5:
+        return math.nan, math.nan
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def bootstrap_accuracy(correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
+    """95% percentile CI of an accuracy over test examples."""
+    c = np.asarray(correct, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = c[rng.integers(0, len(c), size=(n_boot, len(c)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def agreement(student_pred, weak_pred, labels) -> dict[str, float]:
+    """Student-supervisor agreement overall and where the supervisor is right or wrong."""
+    s, w, y = (np.asarray(x) for x in (student_pred, weak_pred, labels))
+    agree = s == w
+    weak_right = w == y
+    out = {"agreement": float(agree.mean())}
+    if weak_right.any():
+        out["agreement_weak_right"] = float(agree[weak_right].mean())
+    if (~weak_right).any():
+        out["agreement_weak_wrong"] = float(agree[~weak_right].mean())
+    return out
+
+
+def mean_ci(values) -> tuple[float, float, float]:
+    """Mean and a t-based 95% CI across seeds (NaN half-width with one seed)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def pgr_flags(weak_acc: float, ceiling_acc: float, baseline_acc: float | None = None) -> list[str]:
+    """Reasons PGR is undefined or meaningless for this pair; empty when it is fine."""
+    flags = []
+    if ceiling_acc <= weak_acc:
+        flags.append("ceiling<=weak: the strong ceiling does not beat the weak supervisor, so PGR is undefined")
+    if baseline_acc is not None and baseline_acc >= weak_acc:
+        flags.append("degenerate: the strong model before training already matches or beats the weak supervisor")
+    return flags

@@ -1,0 +1,172 @@
+"""The store's schema, as sqlite-utils Migrations. A migration that has shipped is never edited."""
+
+from sqlite_utils import Migrations
+
+migrations = Migrations("w2s")
+
+
+@migrations()
+def m001_initial(db):
+    db.execute(
+        """
+        CREATE TABLE studies (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            toml TEXT NOT NULL,
+            spec_json TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            path TEXT,
+            created TEXT NOT NULL,
+            updated TEXT,
+            status TEXT NOT NULL,
+            versions_json TEXT,
+            notes TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX idx_studies_hash ON studies(hash)")
+    db.execute(
+        """
+        CREATE TABLE stages (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            role TEXT NOT NULL,
+            task TEXT,
+            model TEXT,
+            model_json TEXT,
+            loss TEXT,
+            seed INTEGER,
+            spec_json TEXT,
+            upstream_json TEXT,
+            output_json TEXT,
+            status TEXT NOT NULL,
+            created TEXT NOT NULL,
+            started TEXT,
+            finished TEXT,
+            seconds REAL,
+            error TEXT,
+            study_id TEXT REFERENCES studies(id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE study_stages (
+            study_id TEXT NOT NULL REFERENCES studies(id),
+            stage_key TEXT NOT NULL REFERENCES stages(key),
+            role TEXT NOT NULL,
+            task TEXT,
+            weak TEXT,
+            strong TEXT,
+            loss TEXT,
+            seed INTEGER,
+            PRIMARY KEY (study_id, stage_key, role)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE metrics (
+            stage_key TEXT NOT NULL REFERENCES stages(key),
+            split TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value REAL,
+            PRIMARY KEY (stage_key, split, name)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE curves (
+            stage_key TEXT NOT NULL REFERENCES stages(key),
+            step INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value REAL
+        )"""
+    )
+    db.execute("CREATE INDEX idx_curves_stage ON curves(stage_key)")
+    db.execute(
+        """
+        CREATE TABLE predictions (
+            stage_key TEXT NOT NULL REFERENCES stages(key),
+            split TEXT NOT NULL,
+            example_id TEXT NOT NULL,
+            prob REAL,
+            probs_json TEXT NOT NULL,
+            pred INTEGER NOT NULL,
+            label INTEGER,
+            PRIMARY KEY (stage_key, split, example_id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE partial_predictions (
+            stage_key TEXT NOT NULL,
+            split TEXT NOT NULL,
+            example_id TEXT NOT NULL,
+            probs_json TEXT NOT NULL,
+            created TEXT NOT NULL,
+            PRIMARY KEY (stage_key, split, example_id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE splits (
+            key TEXT PRIMARY KEY,
+            task TEXT NOT NULL,
+            name TEXT NOT NULL,
+            seed INTEGER,
+            n INTEGER NOT NULL,
+            ids_json TEXT NOT NULL,
+            created TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            stage_key TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            status TEXT,
+            info_json TEXT,
+            created TEXT NOT NULL,
+            updated TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX idx_jobs_stage ON jobs(stage_key, provider)")
+    db.execute(
+        """
+        CREATE TABLE artifacts (
+            id TEXT PRIMARY KEY,
+            stage_key TEXT NOT NULL REFERENCES stages(key),
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            bytes INTEGER,
+            created TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE VIEW results AS
+        SELECT
+            ss.study_id AS study_id,
+            s.name AS study,
+            ss.task AS task,
+            ss.weak AS weak,
+            ss.strong AS strong,
+            ss.loss AS loss,
+            ss.seed AS seed,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'weak_acc') AS weak_acc,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'student_acc') AS student_acc,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'ceiling_acc') AS ceiling_acc,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'pgr') AS pgr,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'pgr_ci_low') AS pgr_ci_low,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'pgr_ci_high') AS pgr_ci_high,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'agreement') AS agreement,
+            json_extract(st.output_json, '$.flags') AS flags,
+            (SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = 'n_test') AS n_test,
+            st.status AS status
+        FROM study_stages ss
+        JOIN studies s ON s.id = ss.study_id
+        JOIN stages st ON st.key = ss.stage_key
+        WHERE ss.role = 'evaluate'
+        """
+    )

@@ -1,0 +1,225 @@
+"""The SQLite store (sqlite-utils): studies, stages, metrics, curves, predictions, jobs, artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import click
+import sqlite_utils
+from ulid import ULID
+
+from .api import W2SError
+from .migrations import migrations
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+def w2s_home() -> Path:
+    return Path(os.environ.get("W2S_HOME") or click.get_app_dir("w2s"))
+
+
+def default_db_path() -> Path:
+    return w2s_home() / "w2s.db"
+
+
+class Store:
+    """One SQLite file plus an `artifacts/` folder beside it."""
+
+    def __init__(self, path: str | Path | None = None, readonly: bool = False):
+        self.path = Path(path) if path else default_db_path()
+        self.readonly = readonly
+        if readonly:
+            if not self.path.exists():
+                raise W2SError(f"{self.path}: no w2s database here yet; run a study first or pass --db PATH")
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self.db = sqlite_utils.Database(conn)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(self.path)
+            self.db.enable_wal()
+            migrations.apply(self.db)
+        self.db.execute("PRAGMA busy_timeout = 10000")
+        self.artifacts_root = self.path.parent / "artifacts"
+
+    # -- studies ---------------------------------------------------------
+    def upsert_study(self, name: str, toml_text: str, spec: dict, hash_: str, path: str | None, versions: dict) -> str:
+        """Reuse the study with the same definition hash, else create one; returns its id."""
+        row = next(self.db.query("SELECT id FROM studies WHERE hash = ? ORDER BY created DESC LIMIT 1", [hash_]), None)
+        if row:
+            self.db["studies"].update(row["id"], {"status": "running", "updated": now(), "versions_json": json.dumps(versions)})
+            return row["id"]
+        study_id = new_id()
+        self.db["studies"].insert(
+            {
+                "id": study_id,
+                "name": name,
+                "toml": toml_text,
+                "spec_json": json.dumps(spec),
+                "hash": hash_,
+                "path": path,
+                "created": now(),
+                "updated": now(),
+                "status": "running",
+                "versions_json": json.dumps(versions),
+                "notes": spec.get("study", {}).get("notes", ""),
+            }
+        )
+        return study_id
+
+    def set_study_status(self, study_id: str, status: str) -> None:
+        self.db["studies"].update(study_id, {"status": status, "updated": now()})
+
+    def find_study(self, ref: str) -> dict:
+        """A study by id, id prefix or name (latest with that name)."""
+        rows = list(
+            self.db.query(
+                "SELECT * FROM studies WHERE id = ? OR id LIKE ? OR name = ? ORDER BY created DESC",
+                [ref, f"{ref}%" if len(ref) >= 6 else ref, ref],
+            )
+        )
+        if not rows:
+            raise W2SError(f"no study {ref!r} in {self.path}; see `w2s study list`")
+        return rows[0]
+
+    # -- stages ----------------------------------------------------------
+    def stage(self, key: str) -> dict | None:
+        return next(self.db.query("SELECT * FROM stages WHERE key = ?", [key]), None)
+
+    def stage_status(self, key: str) -> str | None:
+        row = self.stage(key)
+        return row["status"] if row else None
+
+    def link_stage(self, study_id: str, key: str, role: str, labels: dict) -> None:
+        self.db["study_stages"].upsert(
+            {"study_id": study_id, "stage_key": key, "role": role, **labels},
+            pk=("study_id", "stage_key", "role"),
+        )
+
+    def begin_stage(self, study_id: str, key: str, row: dict) -> None:
+        """Mark a stage running and drop anything an interrupted attempt left behind."""
+        with self.db.conn:
+            for table in ("metrics", "curves", "predictions", "artifacts"):
+                self.db.execute(f"DELETE FROM {table} WHERE stage_key = ?", [key])
+            existing = self.stage(key)
+            values = {**row, "status": "running", "started": now(), "finished": None, "seconds": None, "error": None}
+            if existing:
+                self.db["stages"].update(existing["id"], values)
+            else:
+                self.db["stages"].insert({"id": new_id(), "key": key, "created": now(), "study_id": study_id, **values})
+
+    def finish_stage(self, key: str, seconds: float, result) -> None:
+        """Write a stage's outputs and mark it done, in one transaction."""
+        with self.db.conn:
+            self._insert_predictions(key, result.predictions)
+            self.db["metrics"].insert_all(
+                ({"stage_key": key, "split": split, "name": name, "value": value} for (split, name), value in result.metrics.items()),
+                replace=True,
+            )
+            self.db["curves"].insert_all({"stage_key": key, "step": s, "name": n, "value": v} for s, n, v in result.curves)
+            for kind, path in result.artifacts.items():
+                self.db["artifacts"].insert(
+                    {"id": new_id(), "stage_key": key, "kind": kind, "path": str(path), "bytes": _size(path), "created": now()}
+                )
+            self.db.execute("DELETE FROM partial_predictions WHERE stage_key = ?", [key])
+            self.db.execute(
+                "UPDATE stages SET status='done', finished=?, seconds=?, output_json=?, error=NULL WHERE key=?",
+                [now(), seconds, json.dumps(result.output), key],
+            )
+
+    def fail_stage(self, key: str, seconds: float, error: str, status: str = "failed") -> None:
+        self.db.execute(
+            "UPDATE stages SET status=?, finished=?, seconds=?, error=? WHERE key=?", [status, now(), seconds, error, key]
+        )
+        self.db.conn.commit()
+
+    def _insert_predictions(self, key: str, predictions: dict) -> None:
+        rows = []
+        for split, (ids, probs, labels) in predictions.items():
+            for example_id, p, label in zip(ids, probs, labels):
+                p = [float(x) for x in p]
+                rows.append(
+                    {
+                        "stage_key": key,
+                        "split": split,
+                        "example_id": example_id,
+                        "prob": p[1] if len(p) == 2 else max(p),
+                        "probs_json": json.dumps(p),
+                        "pred": int(max(range(len(p)), key=p.__getitem__)),
+                        "label": None if label is None else int(label),
+                    }
+                )
+        self.db["predictions"].insert_all(rows, replace=True, batch_size=1000)
+
+    def predictions(self, key: str, split: str) -> dict[str, list[float]]:
+        rows = self.db.query(
+            "SELECT example_id, probs_json FROM predictions WHERE stage_key = ? AND split = ?", [key, split]
+        )
+        return {r["example_id"]: json.loads(r["probs_json"]) for r in rows}
+
+    def artifact(self, key: str, kind: str = "checkpoint") -> Path | None:
+        row = next(self.db.query("SELECT path FROM artifacts WHERE stage_key = ? AND kind = ?", [key, kind]), None)
+        return Path(row["path"]) if row else None
+
+    # -- partial predictions (resumable remote inference) ------------------
+    def partial_predictions(self, key: str, split: str) -> dict[str, list[float]]:
+        rows = self.db.query(
+            "SELECT example_id, probs_json FROM partial_predictions WHERE stage_key = ? AND split = ?", [key, split]
+        )
+        return {r["example_id"]: json.loads(r["probs_json"]) for r in rows}
+
+    def save_partial_prediction(self, key: str, split: str, example_id: str, probs: Iterable[float]) -> None:
+        with self.db.conn:
+            self.db["partial_predictions"].insert(
+                {"stage_key": key, "split": split, "example_id": example_id, "probs_json": json.dumps([float(p) for p in probs]), "created": now()},
+                replace=True,
+            )
+
+    # -- remote jobs -------------------------------------------------------
+    def find_job(self, key: str, provider: str) -> dict | None:
+        row = next(
+            self.db.query(
+                "SELECT * FROM jobs WHERE stage_key = ? AND provider = ? ORDER BY created DESC LIMIT 1", [key, provider]
+            ),
+            None,
+        )
+        if row:
+            row["info"] = json.loads(row.pop("info_json") or "{}")
+        return row
+
+    def remember_job(self, key: str, provider: str, job_id: str, info: dict) -> None:
+        with self.db.conn:
+            existing = self.find_job(key, provider)
+            if existing and existing["job_id"] == job_id:
+                self.db["jobs"].update(existing["id"], {"status": info.get("status"), "info_json": json.dumps(info), "updated": now()})
+            else:
+                self.db["jobs"].insert(
+                    {"id": new_id(), "stage_key": key, "provider": provider, "job_id": job_id, "status": info.get("status"),
+                     "info_json": json.dumps(info), "created": now(), "updated": now()}
+                )
+
+    # -- splits ------------------------------------------------------------
+    def record_split(self, key: str, task: str, name: str, seed: int | None, ids: list[str]) -> None:
+        self.db["splits"].insert(
+            {"key": key, "task": task, "name": name, "seed": seed, "n": len(ids), "ids_json": json.dumps(ids), "created": now()},
+            ignore=True,
+        )
+
+
+def _size(path) -> int | None:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return None

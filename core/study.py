@@ -1,0 +1,193 @@
+"""TOML -> validated study spec. Every error names the file, the field and the fix."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from . import plugins
+from .api import Loss, Model, Options, Task, W2SError, fingerprint
+
+
+class StudyHeader(Options):
+    name: str = Field(min_length=1)
+    seeds: list[int] = [0]
+    notes: str = ""
+
+
+class TaskSpec(Options):
+    name: str
+    options: dict[str, Any] = {}
+    data_dir: str | None = None
+    n_weak_train: int = Field(ge=2)
+    n_transfer: int = Field(ge=2)
+    n_test: int | None = Field(default=None, ge=1)
+
+
+class ModelSpec(Options):
+    model: str
+    label: str | None = None
+    options: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+
+
+class LossSpec(Options):
+    name: str
+    label: str | None = None
+    options: dict[str, Any] = {}
+
+
+class StudySpec(Options):
+    study: StudyHeader
+    task: TaskSpec
+    weak: ModelSpec | list[ModelSpec]
+    strong: ModelSpec | list[ModelSpec]
+    losses: list[LossSpec] = [LossSpec(name="xent")]
+
+    @model_validator(mode="after")
+    def _lists(self):
+        self.weak = self.weak if isinstance(self.weak, list) else [self.weak]
+        self.strong = self.strong if isinstance(self.strong, list) else [self.strong]
+        return self
+
+
+def _loc(loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def options_error(exc: Exception, where: str, cls: type | None = None) -> W2SError:
+    """Turn a pydantic ValidationError (or any error) into one line naming the field and fix."""
+    if isinstance(exc, W2SError):
+        return exc
+    if not isinstance(exc, ValidationError):
+        return W2SError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0])
+    err = exc.errors()[0]
+    field_path = ".".join(p for p in (where, _loc(err["loc"])) if p)
+    if err["type"] == "extra_forbidden":
+        valid = _valid_fields(cls, err["loc"])
+        hint = plugins.did_you_mean(str(err["loc"][-1]), valid)
+        return W2SError(f"{field_path}: unknown option{hint}; valid: {', '.join(valid) or 'none'}")
+    if err["type"] == "missing":
+        return W2SError(f"{field_path}: required field is missing; add it")
+    got = err.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    return W2SError(f"{field_path}: {err['msg']}{shown}")
+
+
+def _valid_fields(cls: type | None, loc) -> list[str]:
+    for part in loc[:-1]:
+        if cls is None or isinstance(part, int):
+            continue
+        info = cls.model_fields.get(part)
+        cls = _model_of(info.annotation) if info else None
+    return sorted(cls.model_fields) if cls else []
+
+
+def _model_of(annotation):
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        for arg in (candidate, *getattr(candidate, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, Options):
+                return arg
+    return None
+
+
+def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise W2SError(f"--set {item!r}: expected key=value, e.g. --set task.n_test=100")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise W2SError(f"--set {key}: {part!r} is not a table")
+        node[parts[-1]] = value
+    return data
+
+
+@dataclass
+class Study:
+    """A validated study: its spec plus the built task, models and losses."""
+
+    path: Path | None
+    toml_text: str
+    spec: StudySpec
+    task: Task
+    weak: list[Model]
+    strong: list[Model]
+    losses: list[Loss]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.study.name
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.spec.study.seeds
+
+    def spec_json(self) -> dict:
+        return self.spec.model_dump(mode="json")
+
+    def hash(self) -> str:
+        return fingerprint(self.spec_json())
+
+
+def parse_study(text: str, path: Path | None = None, overrides: list[str] = (), limit: int | None = None) -> Study:
+    """Parse and validate a study; errors are W2SError prefixed with the file name."""
+    where = str(path) if path else "<study>"
+    try:
+        return _parse(text, path, list(overrides), limit)
+    except W2SError as exc:
+        raise W2SError(f"{where}: {exc}") from None
+
+
+def load_study(path: str | Path, overrides: list[str] = (), limit: int | None = None) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise W2SError(f"{path}: study file not found; pass the path of a .toml file, e.g. studies/quickstart.toml")
+    return parse_study(path.read_text(encoding="utf-8"), path, overrides, limit)
+
+
+def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None) -> Study:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise W2SError(f"invalid TOML: {exc}; fix the syntax at that line") from None
+    raw = _apply_overrides(raw, overrides)
+    try:
+        spec = StudySpec(**raw)
+    except ValidationError as exc:
+        raise options_error(exc, "", StudySpec) from None
+    if limit:
+        spec.task.n_weak_train = min(spec.task.n_weak_train, limit)
+        spec.task.n_transfer = min(spec.task.n_transfer, limit)
+        spec.task.n_test = min(spec.task.n_test or limit, limit)
+    if spec.task.data_dir and path is not None and not Path(spec.task.data_dir).expanduser().is_absolute():
+        spec.task.data_dir = str((path.parent / spec.task.data_dir).resolve())
+    if spec.task.data_dir and not Path(spec.task.data_dir).is_dir():
+        raise W2SError(f"task.data_dir: directory {spec.task.data_dir} does not exist; point it at the folder holding the data files")
+    task = plugins.make_task(spec.task.name, spec.task.options, spec.task.data_dir, "task")
+    weak = [_model(m, f"weak[{i}]" if len(spec.weak) > 1 else "weak") for i, m in enumerate(spec.weak)]
+    strong = [_model(m, f"strong[{i}]" if len(spec.strong) > 1 else "strong") for i, m in enumerate(spec.strong)]
+    losses = [plugins.make_loss(lspec.name, lspec.options, f"losses[{i}]") for i, lspec in enumerate(spec.losses)]
+    for lspec, loss in zip(spec.losses, losses):
+        object.__setattr__(loss, "name", lspec.label or lspec.name)
+    return Study(path, text, spec, task, weak, strong, losses)
+
+
+def _model(mspec: ModelSpec, where: str) -> Model:
+    model = plugins.make_model(mspec.model, mspec.options, mspec.train, where)
+    model.label = mspec.label or mspec.model
+    return model

@@ -1,0 +1,158 @@
+"""The one shared torch loop: dynamic padding, length bucketing, AdamW + cosine warmup, seeding."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from typing import Callable, Sequence
+
+import numpy as np
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from .api import Loss, Options, StageContext
+
+
+class TrainConfig(Options):
+    """Training hyperparameters shared by every torch model."""
+
+    epochs: float = Field(default=2, gt=0)
+    lr: float = Field(default=5e-5, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    warmup_frac: float = Field(default=0.1, ge=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every CUDA device)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def resolve_device(name: str = "auto"):
+    """`auto` picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    import torch
+
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int, rng: np.random.Generator, shuffle: bool = True) -> list[list[int]]:
+    """Batches of similar length: shuffle, sort within chunks of 50 batches, shuffle the batches."""
+    order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        piece = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [list(piece[i : i + batch_size]) for i in range(0, len(piece), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit_module(
+    module,
+    encoded: list[dict],
+    targets: np.ndarray,
+    loss: Loss,
+    cfg: TrainConfig,
+    collate: Callable[[list[dict]], dict],
+    ctx: StageContext,
+    device,
+    parameters=None,
+    desc: str = "train",
+) -> None:
+    """Train `module` (inputs -> logits) in place on `encoded` examples against soft `targets`."""
+    import torch
+
+    seed_everything(ctx.seed)
+    rng = np.random.default_rng(ctx.seed)
+    lengths = [len(e["input_ids"]) for e in encoded]
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    total_batches = max(1, int(round(steps_per_epoch * cfg.epochs)))
+    total_steps = math.ceil(total_batches / cfg.grad_accum)
+    params = [p for p in (parameters if parameters is not None else module.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_frac * total_steps), total_steps)
+    target_t = torch.tensor(np.asarray(targets), dtype=torch.float32)
+    module.train()
+    batches: list[list[int]] = []
+    done = 0
+    bar = tqdm(total=total_batches, desc=desc, unit="batch", leave=False, disable=_quiet())
+    while done < total_batches:
+        if not batches:
+            batches = length_buckets(lengths, cfg.batch_size, rng)
+        idx = batches.pop()
+        inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
+        logits = module(**inputs).float()
+        batch_targets = target_t[idx].to(device)
+        value = loss(logits, batch_targets, done / total_batches)
+        (value / cfg.grad_accum).backward()
+        done += 1
+        if done % cfg.grad_accum == 0 or done == total_batches:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        acc = (logits.argmax(-1) == batch_targets.argmax(-1)).float().mean().item()
+        ctx.log_curve(done, "train_loss", float(value.item()))
+        ctx.log_curve(done, "train_acc", acc)
+        ctx.log_curve(done, "lr", scheduler.get_last_lr()[0])
+        bar.set_postfix(loss=f"{value.item():.3f}")
+        bar.update(1)
+    bar.close()
+    module.eval()
+
+
+def predict_module(module, encoded: list[dict], cfg: TrainConfig, collate, device, desc: str = "predict") -> np.ndarray:
+    """Class probabilities for every example, in input order."""
+    import torch
+
+    module.eval()
+    lengths = [len(e["input_ids"]) for e in encoded]
+    batches = length_buckets(lengths, cfg.eval_batch_size, np.random.default_rng(0), shuffle=False)
+    out: list[np.ndarray | None] = [None] * len(encoded)
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=_quiet()):
+            inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
+            probs = torch.softmax(module(**inputs).float(), dim=-1).cpu().numpy()
+            for i, p in zip(idx, probs):
+                out[i] = p
+    return np.stack(out) if out else np.zeros((0, 2))
+
+
+def _quiet() -> bool:
+    return os.environ.get("W2S_PROGRESS", "1") == "0"

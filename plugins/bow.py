@@ -1,0 +1,74 @@
+"""Model bow: bag-of-words logistic regression, a fast weak supervisor that ignores word order."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from w2s.api import Model, Options, Trained
+from w2s.hookspecs import hookimpl
+
+
+class BowTrained(Trained):
+    def __init__(self, pipeline, num_labels: int):
+        self.pipeline = pipeline
+        self.num_labels = num_labels
+
+    def predict(self, examples, task, ctx=None):
+        probs = np.zeros((len(examples), self.num_labels))
+        classes = self.pipeline.classes_
+        probs[:, classes] = self.pipeline.predict_proba([e.text for e in examples])
+        return probs
+
+    def save(self, path: Path):
+        path.write_bytes(pickle.dumps((self.pipeline, self.num_labels)))
+
+
+class BowModel(Model):
+    """Bag-of-words logistic regression (scikit-learn); soft targets become sample weights."""
+
+    name = "bow"
+    version = "1"
+    description = "bag-of-words logistic regression (scikit-learn): a fast, weak supervisor"
+    capabilities = frozenset({"finetune"})
+
+    class Options(Options):
+        ngram_max: int = Field(default=1, ge=1, le=3)
+        min_df: int = Field(default=1, ge=1)
+        max_features: int | None = Field(default=20000, ge=1)
+        binary: bool = True
+
+    class Train(Options):
+        C: float = Field(default=1.0, gt=0)
+        max_iter: int = Field(default=1000, ge=10)
+
+    def fit(self, examples, soft_targets, loss, task, ctx):
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        o, t = self.options, self.train
+        texts = [e.text for e in examples]
+        k = soft_targets.shape[1]
+        # One weighted copy of each example per class: the logistic loss then equals soft cross-entropy.
+        rows = [(text, c, soft_targets[i, c]) for i, text in enumerate(texts) for c in range(k) if soft_targets[i, c] > 0]
+        x, y, w = zip(*rows)
+        pipeline = make_pipeline(
+            CountVectorizer(ngram_range=(1, o.ngram_max), min_df=o.min_df, max_features=o.max_features, binary=o.binary),
+            LogisticRegression(C=t.C, max_iter=t.max_iter, random_state=ctx.seed),
+        )
+        pipeline.fit(list(x), np.array(y), logisticregression__sample_weight=np.array(w))
+        trained = BowTrained(pipeline, task.num_labels)
+        train_acc = float((trained.predict(examples, task).argmax(1) == soft_targets.argmax(1)).mean())
+        ctx.log_curve(1, "train_acc", train_acc)
+        return trained
+
+    def load(self, path, task):
+        pipeline, num_labels = pickle.loads(Path(path).read_bytes())
+        return BowTrained(pipeline, num_labels)
+
+
+@hookimpl
+def register_models(register):
+    register(BowModel)

