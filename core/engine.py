@@ -6,6 +6,10 @@ B (transfer) and T (test):
     weak         = fit(W, A, ground truth)      weak_labels = predict(weak, B)
     student_loss = fit(S, B, weak_labels, loss) ceiling     = fit(S, B, ground truth)
     *_test       = predict(model, T)            evaluate    = PGR, CIs, agreement, flags
+
+Optional, from the study: a grid of weak x strong pairs, a strong baseline (S before
+fine-tuning), an oracle student with ground-truth early stopping on V (carved from B) and
+bootstrapping chains. Their rules live in methods.py.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from . import __version__, plugins
 from .api import Example, Loss, Model, Task, Trained, W2SError, fingerprint
+from .methods import Validation, baseline_model, grid_pairs, plan_chain
 from .metrics import agreement, bootstrap_accuracy, bootstrap_pgr, classification_metrics, pgr, pgr_flags
 from .store import Store
 from .study import Study
@@ -53,6 +58,8 @@ class Stage:
     run: Callable[["RunContext"], StageResult]
     model: Model | None = None
     task: Task | None = None
+    split: str | None = None  # predict stages: the split they label
+    examples: list = field(default_factory=list, repr=False)  # the examples it fits on / labels (cost estimates)
 
 
 @dataclass
@@ -78,11 +85,19 @@ class RunContext:
         self.seed = seed
         self.artifact_dir = store.artifacts_root / stage.key
         self.curves: list[tuple[int, str, float]] = []
+        self.validation: Validation | None = None  # set for oracle (ground-truth early stopping) fits
+        self.split = stage.split  # predict stages: the split name (keys partial predictions)
+        self.metrics: dict = {}  # (split, name) -> value, logged by the model
+        self.output: dict = {}  # small JSON notes from the model (e.g. how soft labels were used)
         self._store = store
         self.engine = engine
 
     def log_curve(self, step: int, name: str, value: float) -> None:
         self.curves.append((int(step), name, float(value)))
+
+    def log_metric(self, split: str, name: str, value: float) -> None:
+        """Record a stage metric (e.g. how many answers lacked a label token)."""
+        self.metrics[(split, name)] = float(value)
 
     def partial_predictions(self, split: str) -> dict[str, list[float]]:
         return self._store.partial_predictions(self.stage_key, split)
@@ -121,6 +136,7 @@ class Protocol:
         self.task = study.task
         self.stages: dict[str, Stage] = {}
         self._pools: tuple[list[Example], list[Example]] | None = None
+        self._data: dict | None = None
         self.ground_truth = plugins.make_loss("xent", {}, "ground-truth loss")
 
     # -- data ----------------------------------------------------------------
@@ -148,19 +164,48 @@ class Protocol:
         n_test = min(spec.n_test or len(test), len(test))
         t_idx = np.sort(np.random.default_rng(seed + 10_000).permutation(len(test))[:n_test])
         t = [test[i] for i in t_idx]
-        data = {"task": self.task.spec(), "train": data_fingerprint(train), "test": data_fingerprint(test), "seed": seed}
-        out = []
-        for name, examples in (("weak_train", a), ("transfer", b), ("test", t)):
-            key = fingerprint({**data, "split": name, "n": len(examples), "ids": fingerprint([e.id for e in examples])})
-            self.store.record_split(key, self.task.name, name, seed, [e.id for e in examples])
-            out.append(Split(name, key, examples))
-        return tuple(out)
+        return tuple(self.split(name, examples, seed) for name, examples in (("weak_train", a), ("transfer", b), ("test", t)))
+
+    def split(self, name: str, examples: list[Example], seed: int) -> Split:
+        """A named split with a content key, recorded in the store with its example ids."""
+        if self._data is None:
+            train, test = self.pools()
+            self._data = {"task": self.task.spec(), "train": data_fingerprint(train), "test": data_fingerprint(test)}
+        key = fingerprint({**self._data, "seed": seed, "split": name, "n": len(examples), "ids": fingerprint([e.id for e in examples])})
+        self.store.record_split(key, self.task.name, name, seed, [e.id for e in examples])
+        return Split(name, key, examples)
+
+    def transfer_splits(self, seed: int, k: int) -> list[Split]:
+        """k disjoint transfer splits after A, for chains; the first one is the usual B."""
+        spec = self.study.spec.task
+        train, _ = self.pools()
+        need = spec.n_weak_train + k * spec.n_transfer
+        if need > len(train):
+            raise W2SError(
+                f"task.n_transfer: a chain with {k} fresh transfer splits needs n_weak_train + {k} x n_transfer = {need} train examples, "
+                f"{self.task.name} has {len(train)}; lower them or set study.chain_transfer = \"same\""
+            )
+        order = np.random.default_rng(seed).permutation(len(train))
+        starts = [spec.n_weak_train + i * spec.n_transfer for i in range(k)]
+        return [self.split("transfer" if i == 0 else f"transfer_{i + 1}", [train[j] for j in order[s : s + spec.n_transfer]], seed)
+                for i, s in enumerate(starts)]
+
+    def validation_split(self, transfer: Split, seed: int) -> tuple[Split, Split | None]:
+        """With gt_early_stopping, V is the last n_val examples of B and B keeps the rest."""
+        oracle = self.study.spec.gt_early_stopping
+        if oracle is None:
+            return transfer, None
+        if oracle.n_val > len(transfer.examples) - 2:
+            raise W2SError(f"gt_early_stopping.n_val = {oracle.n_val} leaves too few of the {len(transfer.examples)} transfer examples; lower it")
+        examples = transfer.examples
+        return self.split("transfer", examples[: -oracle.n_val], seed), self.split("validation", examples[-oracle.n_val :], seed)
 
     # -- stages --------------------------------------------------------------
     def add(self, stage: Stage) -> Stage:
         return self.stages.setdefault(stage.key, stage)
 
-    def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict) -> Stage:
+    def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict,
+                  validation: Split | None = None) -> Stage:
         spec = {
             "kind": "fit",
             "task": self.task.spec(),
@@ -170,6 +215,8 @@ class Protocol:
             "targets": targets.key if targets else "ground_truth",
             "seed": seed,
         }
+        if validation is not None:  # oracle: checkpoint chosen by ground-truth accuracy on V
+            spec["gt_early_stopping"] = {"validation": validation.key, "eval_every": self.study.spec.gt_early_stopping.eval_every}
         key = fingerprint(spec)
         source = f"{targets.labels.get('weak')} labels" if targets else "ground truth"
         title = f"fit {role} {model.label}" + (f" [{loss.name}]" if role == "student" else "") + f" on {split.name} ({source})"
@@ -178,18 +225,21 @@ class Protocol:
             if targets is None:
                 soft = one_hot(split.labels, self.task.num_labels)
             else:
-                stored = self.store.predictions(targets.key, "transfer")
+                stored = self.store.predictions(targets.key, targets.split or "transfer")
                 soft = np.array([stored[e.id] for e in split.examples], dtype=np.float32)
+            if validation is not None:
+                rc.validation = Validation(validation.examples, validation.labels, spec["gt_early_stopping"]["eval_every"])
             trained = model.fit(split.examples, soft, loss, self.task, rc)
             path = rc.artifact_dir / "checkpoint"
             if path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             path.parent.mkdir(parents=True, exist_ok=True)
             trained.save(path)
-            return StageResult(curves=rc.curves, artifacts={"checkpoint": path}, trained=trained)
+            return StageResult(curves=rc.curves, metrics=rc.metrics, output=rc.output, artifacts={"checkpoint": path}, trained=trained)
 
         row = self._row("fit", role, model, loss, seed, spec, [targets.key] if targets else [])
-        return self.add(Stage(key, "fit", role, title, labels, row, [targets.key] if targets else [], run, model, self.task))
+        return self.add(Stage(key, "fit", role, title, labels, row, [targets.key] if targets else [], run, model, self.task,
+                              examples=split.examples))
 
     def predict_stage(self, role: str, fit: Stage, split: Split, seed: int, labels: dict) -> Stage:
         spec = {"kind": "predict", "fit": fit.key, "data": split.key}
@@ -198,25 +248,29 @@ class Protocol:
         def run(rc: RunContext) -> StageResult:
             trained = rc.engine.trained(fit)
             probs = np.asarray(trained.predict(split.examples, self.task, rc), dtype=float)
-            metrics = {(split.name, k): v for k, v in classification_metrics(probs, split.labels).items()}
-            return StageResult(predictions={split.name: (split.ids, probs, split.labels)}, metrics=metrics, curves=rc.curves)
+            metrics = {**rc.metrics, **{(split.name, k): v for k, v in classification_metrics(probs, split.labels).items()}}
+            return StageResult(predictions={split.name: (split.ids, probs, split.labels)}, metrics=metrics, curves=rc.curves, output=rc.output)
 
         title = f"predict {fit.model.label} ({fit.role}{' ' + fit.labels['loss'] if fit.role == 'student' else ''}) on {split.name}"
         row = self._row("predict", role, fit.model, None, seed, spec, [fit.key])
-        return self.add(Stage(key, "predict", role, title, labels, row, [fit.key], run, fit.model, self.task))
+        return self.add(Stage(key, "predict", role, title, labels, row, [fit.key], run, fit.model, self.task, split=split.name,
+                              examples=split.examples))
 
-    def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict) -> Stage:
+    def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict,
+                       role: str = "evaluate", baseline_test: Stage | None = None) -> Stage:
         spec = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key, "v": 1}
+        if baseline_test is not None:
+            spec["baseline"] = baseline_test.key
         key = fingerprint(spec)
 
         def run(rc: RunContext) -> StageResult:
-            return evaluate_pair(self.store, weak_test.key, student_test.key, ceiling_test.key, seed)
+            return evaluate_pair(self.store, weak_test.key, student_test.key, ceiling_test.key, seed, spec.get("baseline"))
 
-        title = f"evaluate {labels['weak']} -> {labels['strong']} [{labels['loss']}]"
+        title = f"{role.replace('_', ' ')} {labels['weak']} -> {labels['strong']} [{labels['loss']}]"
+        deps = [weak_test.key, student_test.key, ceiling_test.key] + ([baseline_test.key] if baseline_test else [])
         row = {"task": self.task.name, "model": labels["strong"], "loss": labels["loss"], "seed": seed,
-               "spec_json": json.dumps(spec), "upstream_json": json.dumps(list(spec.values())[1:4]), "kind": "evaluate", "role": "evaluate"}
-        deps = [weak_test.key, student_test.key, ceiling_test.key]
-        return self.add(Stage(key, "evaluate", "evaluate", title, labels, row, deps, run))
+               "spec_json": json.dumps(spec), "upstream_json": json.dumps(deps), "kind": "evaluate", "role": role}
+        return self.add(Stage(key, "evaluate", role, title, labels, row, deps, run))
 
     def _row(self, kind: str, role: str, model: Model, loss: Loss | None, seed: int, spec: dict, upstream: list[str]) -> dict:
         return {
@@ -237,31 +291,50 @@ class Protocol:
         links: list[tuple[Stage, str, dict]] = []
         for seed in self.study.seeds:
             a, b, t = self.splits(seed)
-            for weak in self.study.weak:
+            if self.study.chain:
+                links += plan_chain(self, seed, a, t)
+                continue
+            b, v = self.validation_split(b, seed)
+            for weak, strongs in grid_pairs(self.study.weak, self.study.strong):
                 base = {"task": self.task.name, "weak": weak.label, "seed": seed}
                 weak_fit = self.fit_stage("weak", weak, a, self.ground_truth, None, seed, {**base, "strong": None, "loss": None})
                 weak_labels = self.predict_stage("weak_labels", weak_fit, b, seed, weak_fit.labels)
                 weak_test = self.predict_stage("weak_test", weak_fit, t, seed, weak_fit.labels)
                 links += [(weak_fit, "weak", weak_fit.labels), (weak_labels, "weak_labels", weak_fit.labels), (weak_test, "weak_test", weak_fit.labels)]
-                for strong in self.study.strong:
-                    if strong.label == weak.label:
-                        continue
-                    pair = {**base, "strong": strong.label}
-                    ceiling = self.fit_stage("ceiling", strong, b, self.ground_truth, None, seed, {**pair, "loss": None})
-                    ceiling_test = self.predict_stage("ceiling_test", ceiling, t, seed, ceiling.labels)
-                    for loss in self.study.losses:
-                        labels = {**pair, "loss": loss.name}
-                        student = self.fit_stage("student", strong, b, loss, weak_labels, seed, labels)
-                        student_test = self.predict_stage("student_test", student, t, seed, labels)
-                        evaluate = self.evaluate_stage(weak_test, student_test, ceiling_test, seed, labels)
-                        links += [(student, "student", labels), (student_test, "student_test", labels)]
-                        links += [(ceiling, "ceiling", labels), (ceiling_test, "ceiling_test", labels), (evaluate, "evaluate", labels)]
+                for strong in strongs:
+                    links += self.pair(weak_labels, weak_test, strong, (a, b, v, t), seed, {**base, "strong": strong.label})
+        return links
+
+    def pair(self, weak_labels: Stage, weak_test: Stage, strong: Model, splits: tuple, seed: int, pair: dict) -> list[tuple[Stage, str, dict]]:
+        """Ceiling, optional baseline, and per loss a student (plus its oracle twin) for one weak/strong pair."""
+        a, b, v, t = splits
+        ceiling = self.fit_stage("ceiling", strong, b, self.ground_truth, None, seed, {**pair, "loss": None})
+        ceiling_test = self.predict_stage("ceiling_test", ceiling, t, seed, ceiling.labels)
+        links = [(ceiling, "ceiling", ceiling.labels), (ceiling_test, "ceiling_test", ceiling.labels)]
+        baseline_test = None
+        probe = baseline_model(strong, self.study.spec.study.baseline)
+        if probe is not None:  # strong before fine-tuning: a probe on frozen features, fit on A's ground truth
+            baseline = self.fit_stage("baseline", probe, a, self.ground_truth, None, seed, {**pair, "loss": None})
+            baseline_test = self.predict_stage("baseline_test", baseline, t, seed, baseline.labels)
+            links += [(baseline, "baseline", baseline.labels), (baseline_test, "baseline_test", baseline.labels)]
+        for loss in self.study.losses:
+            labels = {**pair, "loss": loss.name}
+            student = self.fit_stage("student", strong, b, loss, weak_labels, seed, labels)
+            student_test = self.predict_stage("student_test", student, t, seed, labels)
+            evaluate = self.evaluate_stage(weak_test, student_test, ceiling_test, seed, labels, baseline_test=baseline_test)
+            links += [(student, "student", labels), (student_test, "student_test", labels), (evaluate, "evaluate", labels)]
+            if v is not None and "early_stopping" in strong.capabilities:  # oracle diagnostic, never the headline PGR
+                oracle = self.fit_stage("student_oracle", strong, b, loss, weak_labels, seed, labels, validation=v)
+                oracle_test = self.predict_stage("student_oracle_test", oracle, t, seed, labels)
+                oracle_eval = self.evaluate_stage(weak_test, oracle_test, ceiling_test, seed, labels, role="oracle_evaluate")
+                links += [(oracle, "student_oracle", labels), (oracle_test, "student_oracle_test", labels), (oracle_eval, "oracle_evaluate", labels)]
         return links
 
 
-def evaluate_pair(store: Store, weak_key: str, student_key: str, ceiling_key: str, seed: int) -> StageResult:
+def evaluate_pair(store: Store, weak_key: str, student_key: str, ceiling_key: str, seed: int, baseline_key: str | None = None) -> StageResult:
     """PGR with a paired bootstrap CI over test examples, agreement and sanity flags."""
-    preds = {name: _test_predictions(store, key) for name, key in (("weak", weak_key), ("student", student_key), ("ceiling", ceiling_key))}
+    keys = (("weak", weak_key), ("student", student_key), ("ceiling", ceiling_key)) + ((("baseline", baseline_key),) if baseline_key else ())
+    preds = {name: _test_predictions(store, key) for name, key in keys}
     ids = sorted(preds["weak"])
     labels = np.array([preds["weak"][i][1] for i in ids])
     pred = {name: np.array([preds[name][i][0] for i in ids]) for name in preds}
@@ -277,7 +350,7 @@ def evaluate_pair(store: Store, weak_key: str, student_key: str, ceiling_key: st
     metrics[("test", "n_test")] = float(len(ids))
     metrics.update({("test", k): v for k, v in agreement(pred["student"], pred["weak"], labels).items()})
     metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
-    return StageResult(metrics=metrics, output={"flags": pgr_flags(acc["weak"], acc["ceiling"])})
+    return StageResult(metrics=metrics, output={"flags": pgr_flags(acc["weak"], acc["ceiling"], acc.get("baseline"))})
 
 
 def _test_predictions(store: Store, key: str) -> dict[str, tuple[int, int]]:
@@ -308,16 +381,24 @@ class Engine:
         self._trained: dict[str, Trained] = {}
 
     def plan(self, study: Study) -> tuple[list[Stage], list[tuple[Stage, str, dict]]]:
-        links = Protocol(study, self.store).plan()
+        try:
+            links = Protocol(study, self.store).plan()
+        except W2SError as exc:
+            raise W2SError(f"{study.path or '<study>'}: {exc}") from None
         stages = list({stage.key: stage for stage, _, _ in links}.values())
         return stages, links
 
     def status(self, stages: list[Stage]) -> dict[str, str | None]:
         return {s.key: self.store.stage_status(s.key) for s in stages}
 
-    def run(self, study: Study) -> str:
-        """Run (or resume) a study; returns its id. Raises KeyboardInterrupt after recording it."""
+    def run(self, study: Study, confirm: Callable[[list[Stage], dict], None] | None = None) -> str:
+        """Run (or resume) a study; returns its id. Raises KeyboardInterrupt after recording it.
+
+        `confirm(stages, status)` runs after planning and before any stage: it may raise to stop.
+        """
         stages, links = self.plan(study)
+        if confirm is not None:
+            confirm(stages, self.status(stages))
         study_id = self.store.upsert_study(
             study.name, study.toml_text, study.spec_json(), study.hash(), str(study.path) if study.path else None, versions()
         )

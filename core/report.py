@@ -55,6 +55,7 @@ def results_table(store: Store, study_id: str) -> str:
         [[r["seed"], r["model"], fmt(r.get("accuracy")), fmt(r.get("auroc")), fmt(r.get("f1")), int(r.get("n") or 0), r["status"]] for r in acc],
         headers=["seed", "model", "test acc", "AUROC", "F1", "n", "status"],
         tablefmt="simple",
+        disable_numparse=True,
     )
     res = results(store, study_id)
     pgr_table = tabulate(
@@ -65,6 +66,7 @@ def results_table(store: Store, study_id: str) -> str:
         ],
         headers=["seed", "weak", "strong", "loss", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "agree"],
         tablefmt="simple",
+        disable_numparse=True,
     )
     flags = sorted({f for r in res for f in json.loads(r["flags"] or "[]")})
     lines = [acc_table, "", pgr_table]

@@ -14,6 +14,8 @@ from pydantic import Field
 from w2s.api import Model, Options, Trained, W2SError
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, resolve_dtype, seed_everything
+from w2s_plugins.hf_probe import fit_probe, load_probe
+from w2s_plugins.hf_lm import fit_lm, load_lm, pretrained_lm
 
 
 def package_dir(package: str) -> Path | None:
@@ -100,7 +102,7 @@ class HFModel(Model):
     name = "hf"
     version = "1"
     description = "any Hugging Face encoder or causal LM (hub id, local folder or GGUF) with a pooled linear head"
-    capabilities = frozenset({"finetune"})
+    capabilities = frozenset({"finetune", "linear_probe", "early_stopping", "prompt"})  # prompt: with head = "lm"
     aliases = {"bert": {"path": "bert-base-uncased"}, "gpt2": {"path": "gpt2"}, "minilm-l6": _minilm(), "smollm2-135m": _smollm2()}
 
     class Options(Options):
@@ -112,9 +114,12 @@ class HFModel(Model):
         max_length: int = Field(default=128, ge=8)
         device: str = "auto"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        head: Literal["classifier", "lm"] = Field(
+            default="classifier", description="lm: score label words with the causal LM head (prompt-capable)")
 
     class Train(TrainConfig):
-        pass
+        mode: Literal["finetune", "linear_probe"] = Field(
+            default="finetune", description="linear_probe: train only a head on cached frozen features")
 
     @property
     def device(self):
@@ -122,6 +127,9 @@ class HFModel(Model):
 
     def _load_backbone(self, path: str, gguf_file: str | None):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # w2s shows its own progress
 
         o = self.options
         kwargs = {"revision": o.revision} if o.revision else {}
@@ -163,16 +171,43 @@ class HFModel(Model):
     def collate(tokenizer):
         return lambda batch: tokenizer.pad(batch, return_tensors="pt")
 
+    def scores_prompts(self) -> bool:
+        """True when this model scores label words with its LM head (option head = "lm")."""
+        return self.options.head == "lm"
+
+    def pretrained(self, task):
+        """The model before fine-tuning, scoring label words (head = "lm" only)."""
+        return pretrained_lm(self)
+
     def fit(self, examples, soft_targets, loss, task, ctx):
+        if self.options.head == "lm":
+            return fit_lm(self, examples, soft_targets, loss, task, ctx)
+        if self.train.mode == "linear_probe":
+            return fit_probe(self, examples, soft_targets, loss, task, ctx)
         seed_everything(ctx.seed)
         tokenizer, module = self.build(task.num_labels)
         encoded = self.encode(tokenizer, examples, task)
-        fit_module(module, encoded, np.asarray(soft_targets), loss, self.train, self.collate(tokenizer), ctx, self.device, desc=f"fit {self.label}")
+        evaluate, every = self.validation_accuracy(module, tokenizer, task, ctx)
+        fit_module(module, encoded, np.asarray(soft_targets), loss, self.train, self.collate(tokenizer), ctx, self.device,
+                   desc=f"fit {self.label}", evaluate=evaluate, eval_every=every)
         return HFTrained(module, tokenizer, self)
+
+    def validation_accuracy(self, module, tokenizer, task, ctx):
+        """GT early stopping: (accuracy on ctx.validation, eval_every), or (None, 0) without one."""
+        validation = getattr(ctx, "validation", None)
+        if validation is None:
+            return None, 0
+        encoded, labels = self.encode(tokenizer, validation.examples, task), np.asarray(validation.labels)
+        collate = self.collate(tokenizer)
+        return lambda: float((predict_module(module, encoded, self.train, collate, self.device).argmax(1) == labels).mean()), validation.eval_every
 
     def load(self, path, task):
         path = Path(path)
         meta = json.loads((path / "w2s.json").read_text())
+        if meta.get("head") == "lm":
+            return load_lm(self, path)
+        if meta.get("mode") == "linear_probe":
+            return load_probe(self, path)
         tokenizer, backbone = self._load_backbone(str(path / "backbone"), None)
         module = pooled_classifier_class()(backbone, meta["num_labels"], meta["pooling"])
         module.head.load_state_dict(_torch().load(path / "head.pt", map_location="cpu"))

@@ -14,6 +14,7 @@ def read_table(path: Path, delimiter: str):
 
     if not path.is_file():
         raise W2SError(f"data file {path} not found; set task.data_dir (or W2S_DATA_DIR) to the folder that holds it")
+    datasets.disable_progress_bars()
     return datasets.load_dataset("csv", data_files=str(path), delimiter=delimiter, split="train", quoting=3)
 
 

@@ -97,3 +97,28 @@ lr = 1e-3
 {loss_tables}
 {extra}
 """
+
+
+LM_WORDS = ("yes no reasonable unreasonable acceptable wrong first second true false answer question scenario excuse "
+            "request trait post passage review sentiment positive negative is this or the character show was what "
+            "narrator did situation more pleasant for which I my he she it to of in and a an").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A 2-layer GPT-2 (n_embd 32) with an offline word-level tokenizer, saved as a local HF folder."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    words = ["[PAD]", "[UNK]", "[EOS]", *dict.fromkeys([*WORDS, *LM_WORDS, ":", "?", ".", ",", "[", "]", "SEP"])]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    config = GPT2Config(vocab_size=len(words), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                        bos_token_id=2, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
