@@ -54,9 +54,11 @@ def study():
 @click.option("--limit", type=int, help="Cap every split at N examples (quick smoke runs).")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Override the study's seeds.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set task.n_test=100")
+@click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
 @user_errors
-def study_run(file, db_path, dry_run, limit, seeds, overrides):
+def study_run(file, db_path, dry_run, limit, seeds, overrides, yes):
     """Run (or resume) the study in FILE and print its results table."""
+    from .costs import cost_table, pending_costs
     from .engine import Engine
     from .report import results_table
     from .study import load_study
@@ -72,63 +74,174 @@ def study_run(file, db_path, dry_run, limit, seeds, overrides):
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")
             click.echo(f"  [{i}/{len(stages)}] {stage.title}  ({mark}, key {stage.key[:10]})")
+        costs = pending_costs(stages, status)
+        if costs:
+            click.echo("\n" + cost_table(costs) + "\n(dry run: nothing was launched)")
         return
-    study_id = engine.run(spec)
+    study_id = engine.run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
     click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
     click.echo(results_table(store, study_id))
 
 
+def confirm_paid_work(stages, status, yes: bool) -> None:
+    """Before launch: check API setup, print the token count and cost, and ask unless --yes."""
+    from .costs import cost_table, pending_costs, preflight
+
+    costs = pending_costs(stages, status)
+    if not costs:
+        return
+    preflight(stages, status)
+    click.echo(cost_table(costs), err=True)
+    if yes or not any(c["usd"] > 0 for c in costs):
+        return
+    try:
+        click.confirm("Launch this paid API work?", abort=True, err=True)
+    except click.Abort:
+        raise W2SError("paid API work not confirmed; nothing was launched (answer y, or pass --yes in scripts)") from None
+
+
 @study.command("list")
 @db_option
+@click.option("--task", help="Only studies of this task.")
+@click.option("--model", help="Only studies using this model (name or label, weak or strong).")
+@click.option("--since", help="Only studies created since a date (2026-11-21) or an age (3h, 2d, 1w).")
+@click.option("--status", type=click.Choice(["running", "done", "failed", "interrupted"]), help="Only studies with this status.")
+@click.option("--search", "-q", help="Full-text search over study names and notes.")
 @click.option("-n", "limit", type=int, default=20, show_default=True, help="How many studies to show.")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def study_list(db_path, limit, as_json):
+def study_list(db_path, task, model, since, status, search, limit, as_json):
     """List past studies, newest first."""
+    from .studies import list_studies
+
     store = Store(db_path, readonly=True)
-    rows = list(store.db.query("SELECT id, name, status, created, updated, path FROM studies ORDER BY created DESC LIMIT ?", [limit]))
+    rows = list_studies(store, task=task, model=model, since=since, status=status, search=search, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(tabulate([[r["id"], r["name"], r["task"], r["status"], r["created"], r["path"] or ""] for r in rows],
+                            headers=["id", "name", "task", "status", "created", "file"]))
     else:
-        click.echo(tabulate([list(r.values()) for r in rows], headers=["id", "name", "status", "created", "updated", "file"]) if rows else "no studies yet")
+        click.echo("no studies match" if any([task, model, since, status, search]) else "no studies yet")
 
 
 @study.command("show")
 @click.argument("ref")
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the study, its spec, stages and results as JSON.")
+@click.option("--toml", "as_toml", is_flag=True, help="Print the stored TOML definition.")
 @user_errors
-def study_show(ref, db_path):
+def study_show(ref, db_path, as_json, as_toml):
     """Show a study's stages and results table (REF: id, id prefix or name)."""
     from .report import results_table
+    from .studies import describe
 
     store = Store(db_path, readonly=True)
-    row = store.find_study(ref)
-    click.echo(f"study {row['name']} ({row['id']}), status {row['status']}, created {row['created']}")
-    stages = store.db.query(
-        "SELECT DISTINCT st.kind, st.role, st.model, st.loss, st.seed, st.status, st.seconds, st.error "
-        "FROM study_stages ss JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ? ORDER BY st.created",
-        [row["id"]],
-    )
+    if as_toml:
+        click.echo(store.find_study(ref)["toml"].rstrip("\n"))
+        return
+    info = describe(store, ref)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    click.echo(f"study {info['name']} ({info['id']}), status {info['status']}, created {info['created']}")
     table = [[s["kind"], s["role"], s["model"], s["loss"] or "", s["seed"], s["status"], f"{s['seconds'] or 0:.1f}s",
-              (s["error"] or "").splitlines()[0][:80] if s["error"] else ""] for s in stages]
+              (s["error"] or "").splitlines()[0][:80] if s["error"] else ""] for s in info["stages"]]
     click.echo(tabulate(table, headers=["kind", "role", "model", "loss", "seed", "status", "time", "error"]))
     click.echo("")
-    click.echo(results_table(store, row["id"]))
+    click.echo(results_table(store, info["id"]))
+
+
+@study.command("compare")
+@click.argument("refs", nargs=-1, required=True)
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the aligned rows as JSON.")
+@user_errors
+def study_compare(refs, db_path, as_json):
+    """One table of accuracies and PGR across studies, aligned by task/weak/strong/loss."""
+    from .report import ci, fmt
+    from .studies import compare
+
+    table = compare(Store(db_path, readonly=True), list(refs))
+    if as_json:
+        click.echo(json.dumps(table, indent=2))
+        return
+    rows = []
+    for pair in table["pairs"]:
+        for study in table["studies"]:
+            r = pair["studies"].get(study["label"])
+            values = [fmt(r[m]) for m in ("weak_acc", "student_acc", "ceiling_acc")] + [fmt(r["pgr"], 2), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), r["seeds"]] if r else ["-"] * 5 + [0]
+            rows.append([pair["task"], pair["weak"], pair["strong"], pair["loss"], study["label"], *values])
+    click.echo(tabulate(rows, headers=["task", "weak", "strong", "loss", "study", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "seeds"],
+                        disable_numparse=True))
+    click.echo("Values are means over each study's seeds; '-' means the study has no such pair.")
+
+
+@study.command("rerun")
+@click.argument("ref")
+@db_option
+@user_errors
+def study_rerun(ref, db_path):
+    """Run a stored study's definition again; finished stages are reused from the cache."""
+    from .engine import Engine
+    from .report import results_table
+    from .studies import rerun_study
+
+    store = Store(db_path)
+    spec = rerun_study(store, ref)
+    study_id = Engine(store).run(spec)
+    click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
+    click.echo(results_table(store, study_id))
+
+
+@study.command("delete")
+@click.argument("ref")
+@db_option
+@click.option("--yes", "-y", is_flag=True, help="Don't ask for confirmation.")
+@user_errors
+def study_delete(ref, db_path, yes):
+    """Delete a study, with the stages and artifacts no other study uses."""
+    from .studies import delete_study, deletion_plan
+
+    store = Store(db_path)
+    row = store.find_study(ref)
+    owned, shared = deletion_plan(store, row["id"])
+    question = f"Delete study {row['name']} ({row['id']}): {len(owned)} stage(s) and their artifacts; keep {len(shared)} shared with other studies?"
+    if not yes and not click.confirm(question):
+        raise click.ClickException("nothing deleted")
+    done = delete_study(store, row["id"])
+    click.echo(f"deleted study {row['name']} ({row['id']}): {done['stages_deleted']} stage(s), "
+               f"{done['files_removed']} artifact path(s); kept {done['stages_kept']} shared stage(s)")
 
 
 @cli.command()
-@click.argument("sql")
+@click.argument("sql", required=False)
 @db_option
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE", help="Bind :NAME in the SQL to VALUE.")
+@click.option("--search", "-q", help="Full-text search over study names and notes (instead of SQL).")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print rows as CSV.")
 @user_errors
-def query(sql, db_path, as_json, as_csv):
-    """Run read-only SQL against the store, e.g. w2s query "select * from results"."""
+def query(sql, db_path, params, search, as_json, as_csv):
+    """Run read-only SQL against the store, e.g. w2s query "select * from results where task = :t" -p t=sst2."""
+    from .studies import fts_query, has_fts
+
     store = Store(db_path, readonly=True)
+    bound = dict(parse_param(p) for p in params)
+    if search:
+        if sql:
+            raise W2SError("query: give SQL or --search, not both")
+        if not has_fts(store):
+            raise W2SError(f"{store.path}: no full-text index yet; run any study once with this w2s to add it")
+        sql = ("SELECT s.id, s.name, s.status, s.created, s.notes FROM studies_fts f JOIN studies s ON s.rowid = f.rowid "
+               "WHERE studies_fts MATCH :q ORDER BY rank")
+        bound["q"] = fts_query(search)
+    if not sql:
+        raise W2SError('query: give SQL, e.g. w2s query "select * from results", or --search WORDS')
     try:
-        cursor = store.db.execute(sql)
+        cursor = store.db.execute(sql, bound)
     except sqlite3.Error as exc:
-        raise W2SError(f"query failed: {exc} (the store is opened read-only)") from None
+        raise W2SError(f"query failed: {exc} (the store is opened read-only; bind values with --param NAME=VALUE)") from None
     headers = [d[0] for d in cursor.description or []]
     rows = cursor.fetchall()
     if as_json:
@@ -139,6 +252,19 @@ def query(sql, db_path, as_json, as_csv):
         writer.writerows(rows)
     else:
         click.echo(tabulate(rows, headers=headers))
+
+
+def parse_param(item: str) -> tuple[str, object]:
+    """NAME=VALUE for a bound SQL parameter; integers and floats are bound as numbers."""
+    if "=" not in item:
+        raise W2SError(f"--param {item!r}: expected NAME=VALUE, e.g. --param t=sst2")
+    name, value = item.split("=", 1)
+    for kind in (int, float):
+        try:
+            return name, kind(value) if str(kind(value)) == value else value
+        except ValueError:
+            continue
+    return name, value
 
 
 @cli.group(name="plugins", invoke_without_command=True)
@@ -162,6 +288,33 @@ def plugins_list(as_json):
     else:
         click.echo(tabulate([[r["name"], r["kind"], r["version"], r["plugin"], r["description"]] for r in rows],
                             headers=["name", "kind", "version", "plugin", "description"]))
+
+
+@cli.group()
+def keys():
+    """Manage API keys (stored in $W2S_HOME/keys.json, mode 0600; env vars take precedence)."""
+
+
+@keys.command("set")
+@click.argument("name")
+@click.option("--value", help="The key (default: prompt for it without echoing).")
+@user_errors
+def keys_set(name, value):
+    """Store the API key for NAME, e.g. `w2s keys set openai`."""
+    from .keys import save_key
+
+    value = value if value is not None else click.prompt(f"Enter the {name} API key", hide_input=True)
+    click.echo(f"saved the {name} key in {save_key(name, value)}")
+
+
+@keys.command("list")
+@user_errors
+def keys_list():
+    """Names of the stored keys (never the keys)."""
+    from .keys import keys_path, stored_keys
+
+    names = sorted(stored_keys())
+    click.echo("\n".join(names) if names else f"no keys stored in {keys_path()}")
 
 
 def _register_plugin_commands():

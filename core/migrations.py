@@ -170,3 +170,9 @@ def m001_initial(db):
         WHERE ss.role = 'evaluate'
         """
     )
+
+
+@migrations()
+def m002_studies_fts(db):
+    """Full-text search over study names and notes (studies_fts, kept in sync by triggers)."""
+    db["studies"].enable_fts(["name", "notes"], fts_version="FTS5", create_triggers=True, tokenize="porter")
