@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__, plugins
 from .api import Example, Loss, Model, Task, Trained, W2SError, fingerprint
+from .evals import plan_evals
 from .methods import Validation, baseline_model, grid_pairs, plan_chain
 from .metrics import agreement, bootstrap_accuracy, bootstrap_pgr, classification_metrics, pgr, pgr_flags
 from .store import Store
@@ -44,6 +45,7 @@ class StageResult:
     artifacts: dict = field(default_factory=dict)  # kind -> path
     output: dict = field(default_factory=dict)  # small JSON (flags, notes)
     trained: Trained | None = None  # kept in memory for downstream stages, never stored
+    tables: dict = field(default_factory=dict)  # table -> extra rows stored with the stage (eval_prompts)
 
 
 @dataclass
@@ -303,7 +305,7 @@ class Protocol:
                 links += [(weak_fit, "weak", weak_fit.labels), (weak_labels, "weak_labels", weak_fit.labels), (weak_test, "weak_test", weak_fit.labels)]
                 for strong in strongs:
                     links += self.pair(weak_labels, weak_test, strong, (a, b, v, t), seed, {**base, "strong": strong.label})
-        return links
+        return plan_evals(self, links)  # [[eval]]: cross-task stages after each fit (core/evals.py)
 
     def pair(self, weak_labels: Stage, weak_test: Stage, strong: Model, splits: tuple, seed: int, pair: dict) -> list[tuple[Stage, str, dict]]:
         """Ceiling, optional baseline, and per loss a student (plus its oracle twin) for one weak/strong pair."""

@@ -6,7 +6,7 @@ import copy
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -18,6 +18,15 @@ class StudyHeader(Options):
     name: str = Field(min_length=1)
     seeds: list[int] = [0]
     notes: str = ""
+    chain_transfer: Literal["fresh", "same"] = "fresh"  # chains: a fresh transfer split per step, or one shared split
+    baseline: Literal["none", "auto", "linear_probe", "prompt"] = "none"  # the strong model before fine-tuning
+
+
+class GTEarlyStopping(Options):
+    """Oracle diagnostic (Burns et al. 5.1.1): pick the student checkpoint by ground-truth accuracy on V."""
+
+    n_val: int = Field(ge=2, description="validation examples carved from the end of the transfer split")
+    eval_every: int = Field(default=10, ge=1, description="optimizer steps between validation checks")
 
 
 class TaskSpec(Options):
@@ -45,9 +54,11 @@ class LossSpec(Options):
 class StudySpec(Options):
     study: StudyHeader
     task: TaskSpec
-    weak: ModelSpec | list[ModelSpec]
-    strong: ModelSpec | list[ModelSpec]
+    weak: ModelSpec | list[ModelSpec] = []
+    strong: ModelSpec | list[ModelSpec] = []
+    chain: list[ModelSpec] = []  # bootstrapping M1 -> M2 -> ... -> Mn (instead of weak/strong)
     losses: list[LossSpec] = [LossSpec(name="xent")]
+    gt_early_stopping: GTEarlyStopping | None = None
 
     @model_validator(mode="after")
     def _lists(self):
@@ -128,6 +139,7 @@ class Study:
     strong: list[Model]
     losses: list[Loss]
     extra: dict = field(default_factory=dict)
+    chain: list[Model] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -184,7 +196,22 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
     losses = [plugins.make_loss(lspec.name, lspec.options, f"losses[{i}]") for i, lspec in enumerate(spec.losses)]
     for lspec, loss in zip(spec.losses, losses):
         object.__setattr__(loss, "name", lspec.label or lspec.name)
-    return Study(path, text, spec, task, weak, strong, losses)
+    chain = [_model(m, f"chain[{i}]") for i, m in enumerate(spec.chain)]
+    _check_models(spec, chain)
+    return Study(path, text, spec, task, weak, strong, losses, chain=chain)
+
+
+def _check_models(spec: StudySpec, chain: list[Model]) -> None:
+    """A study needs weak and strong models, or a chain of at least two; chain labels must be unique."""
+    if spec.chain and len(spec.chain) < 2:
+        raise W2SError("chain: a chain needs at least two models (M1 fit on ground truth, M2 fit on M1's labels); add one")
+    if not spec.chain and not (spec.weak and spec.strong):
+        missing = "weak" if not spec.weak else "strong"
+        raise W2SError(f"{missing}: required field is missing; add a [{missing}] table (or a [[chain]] of models)")
+    labels = [m.label for m in chain]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise W2SError(f"chain[{i}]: label {label!r} is already used by chain[{labels.index(label)}]; give it a distinct label")
 
 
 def _model(mspec: ModelSpec, where: str) -> Model:

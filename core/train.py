@@ -37,6 +37,7 @@ def seed_everything(seed: int) -> None:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)  # same seed, same machine -> same numbers
 
 
 def resolve_device(name: str = "auto"):
@@ -94,13 +95,20 @@ def fit_module(
     device,
     parameters=None,
     desc: str = "train",
+    evaluate: Callable[[], float] | None = None,
+    eval_every: int = 0,
 ) -> None:
-    """Train `module` (inputs -> logits) in place on `encoded` examples against soft `targets`."""
+    """Train `module` (inputs -> logits) in place on `encoded` examples against soft `targets`.
+
+    With `evaluate` (a validation accuracy), it is called every `eval_every` optimizer steps and at
+    the end, and the module ends with the best-scoring weights (oracle early stopping).
+    """
     import torch
 
     seed_everything(ctx.seed)
     rng = np.random.default_rng(ctx.seed)
-    lengths = [len(e["input_ids"]) for e in encoded]
+    lengths = [len(e.get("input_ids", ())) for e in encoded]
+    best = BestCheckpoint(module, evaluate, ctx) if evaluate else None
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_batches = max(1, int(round(steps_per_epoch * cfg.epochs)))
     total_steps = math.ceil(total_batches / cfg.grad_accum)
@@ -127,6 +135,9 @@ def fit_module(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            step = math.ceil(done / cfg.grad_accum)
+            if best and (step % max(1, eval_every) == 0 or done == total_batches):
+                best.check(step)
         acc = (logits.argmax(-1) == batch_targets.argmax(-1)).float().mean().item()
         ctx.log_curve(done, "train_loss", float(value.item()))
         ctx.log_curve(done, "train_acc", acc)
@@ -134,21 +145,45 @@ def fit_module(
         bar.set_postfix(loss=f"{value.item():.3f}")
         bar.update(1)
     bar.close()
+    if best:
+        best.restore()
     module.eval()
 
 
-def predict_module(module, encoded: list[dict], cfg: TrainConfig, collate, device, desc: str = "predict") -> np.ndarray:
-    """Class probabilities for every example, in input order."""
+class BestCheckpoint:
+    """Keeps a copy of the weights with the best validation score seen so far."""
+
+    def __init__(self, module, evaluate: Callable[[], float], ctx: StageContext):
+        self.module, self.evaluate, self.ctx = module, evaluate, ctx
+        self.score, self.step, self.state = -math.inf, 0, None
+
+    def check(self, step: int) -> None:
+        self.module.eval()
+        score = float(self.evaluate())
+        self.module.train()
+        self.ctx.log_curve(step, "val_acc", score)
+        if score > self.score:
+            self.score, self.step = score, step
+            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def restore(self) -> None:
+        self.module.load_state_dict(self.state)
+        self.ctx.log_curve(self.step, "best_val_acc", self.score)
+
+
+def predict_module(module, encoded: list[dict], cfg: TrainConfig, collate, device, desc: str = "predict", softmax: bool = True) -> np.ndarray:
+    """Class probabilities (raw outputs with softmax=False) for every example, in input order."""
     import torch
 
     module.eval()
-    lengths = [len(e["input_ids"]) for e in encoded]
+    lengths = [len(e.get("input_ids", ())) for e in encoded]
     batches = length_buckets(lengths, cfg.eval_batch_size, np.random.default_rng(0), shuffle=False)
     out: list[np.ndarray | None] = [None] * len(encoded)
     with torch.inference_mode():
         for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=_quiet()):
             inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
-            probs = torch.softmax(module(**inputs).float(), dim=-1).cpu().numpy()
+            outputs = module(**inputs).float()
+            probs = (torch.softmax(outputs, dim=-1) if softmax else outputs).cpu().numpy()
             for i, p in zip(idx, probs):
                 out[i] = p
     return np.stack(out) if out else np.zeros((0, 2))
