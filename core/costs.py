@@ -1,0 +1,40 @@
+"""What the planned, not-yet-done stages would spend on paid APIs, before anything is launched.
+
+A model opts in with `estimate_cost(examples, task, kind) -> {"tokens", "usd", "what"}` and, to
+fail fast on missing credentials, `preflight()`.
+"""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+
+def pending_costs(stages, status: dict) -> list[dict]:
+    """One row per pending stage whose model can estimate its cost."""
+    rows = []
+    for stage in stages:
+        estimate = getattr(stage.model, "estimate_cost", None)
+        if status.get(stage.key) == "done" or estimate is None:
+            continue
+        cost = estimate(stage.examples, stage.task, stage.kind)
+        rows.append({"stage": stage.title, "tokens": int(cost["tokens"]), "usd": float(cost["usd"]), "what": cost.get("what", "")})
+    return rows
+
+
+def preflight(stages, status: dict) -> None:
+    """Let each model with pending stages check its setup (e.g. an API key) once, before the run."""
+    seen = set()
+    for stage in stages:
+        check = getattr(stage.model, "preflight", None)
+        if status.get(stage.key) == "done" or check is None or id(stage.model) in seen:
+            continue
+        seen.add(id(stage.model))
+        check()
+
+
+def cost_table(rows: list[dict]) -> str:
+    """The estimate as text: a line per stage and the total tokens and USD."""
+    body = tabulate([[r["stage"], f"{r['tokens']:,}", f"${r['usd']:.2f}", r["what"]] for r in rows],
+                    headers=["pending API stage", "tokens", "est. USD", "how"], tablefmt="simple")
+    tokens, usd = sum(r["tokens"] for r in rows), sum(r["usd"] for r in rows)
+    return f"{body}\ntotal: {tokens:,} tokens (tiktoken), estimated cost ${usd:.2f} at list prices"
