@@ -1,0 +1,76 @@
+"""Task boolq: BoolQ yes/no questions about a Wikipedia passage (Clark et al. 2019).
+
+Hub default: `google/boolq` (revision option, default main). The repo holds plain parquet files
+(`data/train-*.parquet`, `data/validation-*.parquet`, columns question/answer/passage) and no
+loading script, so datasets 4+ reads it directly; it is the canonical upload by the authors' org.
+BoolQ's test labels are hidden, so "test" is the validation split, as in every paper.
+
+Local (`data_dir` or W2S_DATA_DIR), either layout is accepted:
+- the original release: `train.jsonl`, `dev.jsonl` with question, passage, answer (true/false);
+- SuperGLUE: `train.jsonl`, `val.jsonl` with question, passage, label (true/false or 1/0).
+"""
+
+from __future__ import annotations
+
+from w2s.api import Example, Options, Task, W2SError
+from w2s.data import read_table, require_columns
+from w2s.hookspecs import hookimpl
+
+HUB_ID = "google/boolq"
+TEST_FILES = ("dev.jsonl", "val.jsonl")  # original release, SuperGLUE
+
+
+def truth(value, where: str, index: int) -> int:
+    """A BoolQ answer (bool, 'true'/'false', 0/1) as 0/1."""
+    text = str(value).strip().lower()
+    if text in {"true", "1"}:
+        return 1
+    if text in {"false", "0"}:
+        return 0
+    raise W2SError(f"{where} row {index + 1}: answer {value!r} is not true/false; fix that row")
+
+
+class BoolQTask(Task):
+    """BoolQ: answer a yes/no question about a passage (original or SuperGLUE JSONL, or google/boolq)."""
+
+    name = "boolq"
+    version = "1"
+    kind = "binary"
+    description = "BoolQ yes/no questions on a passage; original or SuperGLUE JSONL via data_dir, or google/boolq"
+    label_words = ("no", "yes")
+    prompt_template = "Passage: {passage}\nQuestion: {question}?\nAnswer:"
+
+    class Options(Options):
+        revision: str = "main"
+
+    def rows(self, split: str):
+        if split not in ("train", "test"):
+            raise W2SError(f"task boolq: unknown split {split!r}; use train or test")
+        if self.data_dir is None:
+            import datasets
+
+            return datasets.load_dataset(HUB_ID, split={"train": "train", "test": "validation"}[split], revision=self.options.revision), HUB_ID
+        if split == "train":
+            path = self.data_dir / "train.jsonl"
+        else:
+            found = [self.data_dir / n for n in TEST_FILES if (self.data_dir / n).is_file()]
+            path = found[0] if found else self.data_dir / TEST_FILES[0]
+            if not found:
+                raise W2SError(f"data file {path} not found (nor val.jsonl); set task.data_dir to the BoolQ folder with dev.jsonl or val.jsonl")
+        return read_table(path), str(path)
+
+    def load(self, split: str) -> list[Example]:
+        rows, where = self.rows(split)
+        answer = "answer" if "answer" in rows.column_names else "label"
+        require_columns(rows, ["question", "passage", answer], where, "expected BoolQ JSONL with question, passage and answer (or label)")
+        out = []
+        for i, r in enumerate(rows):
+            question, passage = str(r["question"]).strip().rstrip("?"), str(r["passage"]).strip()
+            out.append(Example(id=f"{split}-{i}", text=f"{passage}\n{question}?", label=truth(r[answer], where, i),
+                               meta={"question": question, "passage": passage}))
+        return out
+
+
+@hookimpl
+def register_tasks(register):
+    register(BoolQTask)

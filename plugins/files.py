@@ -1,0 +1,127 @@
+"""Task files: a task defined in the study TOML only, from CSV/TSV/JSONL/Parquet files or an HF dataset id.
+
+    [task]
+    name = "files"
+    data_dir = "data"                       # relative paths below resolve against it
+    [task.options]
+    train = "train.jsonl"                   # or hub = "org/dataset" (+ revision, train_split, test_split)
+    test = "test.jsonl"
+    text_columns = ["premise", "hypothesis"]
+    template = "Premise: {premise}\\nHypothesis: {hypothesis}\\nTrue or false?\\nAnswer:"
+    label_column = "label"
+    label_words = ["false", "true"]
+    label_map = { contradiction = 0, entailment = 1 }   # raw value -> index in label_words
+
+Without `label_map` the raw labels must already be 0..K-1. The template may use any text column
+and {text} (the text columns joined by `separator`); it is the task's one prompt, versioned by
+its content (part of the task options, so it is part of every stage key).
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from w2s.api import Example, Options, Task, W2SError
+from w2s.data import read_table, require_columns
+from w2s.hookspecs import hookimpl
+
+
+def raw_key(value) -> str:
+    """A raw label value as the string used in label_map (booleans as true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value).strip()
+
+
+class FilesOptions(Options):
+    train: str | None = Field(default=None, description="train file (csv, tsv, jsonl, json, parquet)")
+    test: str | None = Field(default=None, description="test file")
+    hub: str | None = Field(default=None, description="HF dataset id with plain data files, instead of train/test")
+    revision: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    text_columns: list[str] = Field(min_length=1)
+    separator: str = "\n"
+    template: str = "{text}\nAnswer:"
+    label_column: str = "label"
+    label_words: list[str] = Field(min_length=2)
+    label_map: dict[str, int] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.hub is None and not (self.train and self.test):
+            raise ValueError("set both train and test (file paths) or hub (an HF dataset id)")
+        if self.hub is not None and (self.train or self.test):
+            raise ValueError("set either train/test files or hub, not both")
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.template) if f}
+        unknown = sorted(fields - set(self.text_columns) - {"text"})
+        if unknown:
+            raise ValueError(f"template uses {unknown}, which are not text_columns; add them to text_columns or fix the template")
+        bad = {k: v for k, v in (self.label_map or {}).items() if not 0 <= v < len(self.label_words)}
+        if bad:
+            raise ValueError(f"label_map values {bad} are outside 0..{len(self.label_words) - 1} (indexes into label_words)")
+        return self
+
+
+class FilesTask(Task):
+    """A task defined only in the study TOML: files or a hub id, text columns, a template and a label mapping."""
+
+    name = "files"
+    version = "1"
+    kind = "binary"
+    description = "a task defined in the study TOML: CSV/JSONL/Parquet files or an HF id, text columns, template, label mapping"
+    Options = FilesOptions
+
+    def __init__(self, options=None, data_dir=None):
+        super().__init__(options, data_dir)
+        self.label_words = tuple(self.options.label_words)
+        self.prompt_template = self.options.template
+        self.kind = "binary" if len(self.label_words) == 2 else "multiple_choice"
+
+    def path(self, name: str) -> Path:
+        path = Path(name).expanduser()
+        return path if path.is_absolute() or self.data_dir is None else self.data_dir / path
+
+    def rows(self, split: str):
+        o = self.options
+        if split not in ("train", "test"):
+            raise W2SError(f"task files: unknown split {split!r}; use train or test")
+        if o.hub:
+            import datasets
+
+            hub_split = o.train_split if split == "train" else o.test_split
+            return datasets.load_dataset(o.hub, split=hub_split, revision=o.revision), f"{o.hub} ({hub_split})"
+        path = self.path(o.train if split == "train" else o.test)
+        return read_table(path), str(path)
+
+    def load(self, split: str) -> list[Example]:
+        o = self.options
+        rows, where = self.rows(split)
+        require_columns(rows, [o.label_column], f"task.options.label_column: {where}", "set label_column to one of them")
+        require_columns(rows, o.text_columns, f"task.options.text_columns: {where}", "list only existing columns")
+        out = []
+        for i, r in enumerate(rows):
+            fields = {c: str(r[c]).strip() for c in o.text_columns}
+            text = o.separator.join(fields.values())
+            out.append(Example(id=f"{split}-{i}", text=text, label=self.label_of(r[o.label_column], where, i), meta=fields))
+        return out
+
+    def label_of(self, value, where: str, index: int) -> int:
+        """Map a raw label through label_map (or accept 0..K-1); anything else is a one-line error."""
+        o = self.options
+        if o.label_map is not None:
+            key = raw_key(value)
+            if key not in o.label_map:
+                raise W2SError(f"{where} row {index + 1}: label {value!r} is not in task.options.label_map "
+                               f"(keys: {', '.join(o.label_map)}); add it to label_map or fix the row")
+            return o.label_map[key]
+        if raw_key(value) not in {str(k) for k in range(len(self.label_words))}:
+            raise W2SError(f"{where} row {index + 1}: label {value!r} is not an index 0..{len(self.label_words) - 1}; "
+                           "add task.options.label_map = { raw = index, ... }")
+        return int(raw_key(value))
+
+
+@hookimpl
+def register_tasks(register):
+    register(FilesTask)

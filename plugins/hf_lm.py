@@ -1,0 +1,184 @@
+"""LM-head mode of the hf model (option head = "lm"): a causal LM scores label words after the prompt.
+
+An example's K logits are the summed log-probabilities of each label word's token sequence
+(" " + word) after the task's rendered prompt, so every loss (xent, logconf, ...) applies
+unchanged, and fine-tuning and inference read the identical template. Nothing parses generated
+text: "unreasonable" and "reasonable" are different token sequences with different scores.
+`score(prompt, choices)` works for any list of choice strings (multi-token, any count).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from w2s.api import Trained, W2SError
+from w2s.train import fit_module, length_buckets, resolve_dtype, seed_everything
+
+
+def load_causal_lm(model, path: str | None = None, gguf_file: str | None = None):
+    """Tokenizer and AutoModelForCausalLM for an hf model's options (or a saved folder)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    o = model.options
+    path = path or o.path
+    kwargs = {"revision": o.revision} if o.revision and path == o.path else {}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        if o.num_layers:
+            config.num_hidden_layers = min(o.num_layers, config.num_hidden_layers)
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=resolve_dtype(o.dtype), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise W2SError(f"model {path!r}: could not load as a causal LM ({str(exc).splitlines()[0]}); head = \"lm\" needs a causal LM") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "left"  # keep the end of a long prompt: the question and "Answer:"
+    return tokenizer, lm.to(model.device)
+
+
+def choice_token_ids(tokenizer, choices) -> list[list[int]]:
+    """Token ids of each choice as it follows the prompt (with a leading space)."""
+    ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in choices]
+    empty = [c for c, i in zip(choices, ids) if not i]
+    if empty:
+        raise W2SError(f"label words {empty} tokenize to nothing; use non-empty label words")
+    return ids
+
+
+def choice_logprobs(lm, input_ids, attention_mask, choice_ids: list[list[int]]):
+    """(B, K) summed log-probabilities of each choice's tokens after each right-padded prompt."""
+    import torch
+
+    lengths = attention_mask.sum(1)
+    if all(len(c) == 1 for c in choice_ids):  # one forward: next-token distribution at the prompt end
+        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        last = hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
+        logp = torch.log_softmax(lm.get_output_embeddings()(last).float(), -1)
+        return logp[:, [c[0] for c in choice_ids]]
+    return torch.stack([continuation_logprob(lm, input_ids, lengths, c) for c in choice_ids], dim=1)
+
+
+def continuation_logprob(lm, input_ids, lengths, choice: list[int]):
+    """(B,) log-probability of the token sequence `choice` after each prompt."""
+    import torch
+
+    batch, m = len(lengths), len(choice)
+    width = int(lengths.max()) + m
+    ids = torch.full((batch, width), int(input_ids[0, 0]), dtype=input_ids.dtype, device=input_ids.device)
+    mask = torch.zeros((batch, width), dtype=torch.long, device=input_ids.device)
+    target = torch.tensor(choice, device=input_ids.device)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, :n], ids[i, n : n + m], mask[i, : n + m] = input_ids[i, :n], target, 1
+    hidden = lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    rows = torch.arange(batch, device=ids.device).unsqueeze(1)
+    positions = lengths.unsqueeze(1) - 1 + torch.arange(m, device=ids.device).unsqueeze(0)  # predicts choice[j]
+    logp = torch.log_softmax(lm.get_output_embeddings()(hidden[rows, positions]).float(), -1)
+    return logp.gather(-1, target.expand(batch, m).unsqueeze(-1)).squeeze(-1).sum(1)
+
+
+def label_word_head_class():
+    """LabelWordHead, defined on first use so importing the plugin does not import torch."""
+    import torch
+
+    class LabelWordHead(torch.nn.Module):
+        """Wraps a causal LM: inputs -> (B, K) label-word log-probabilities, usable as logits."""
+
+        def __init__(self, lm, choice_ids: list[list[int]]):
+            super().__init__()
+            self.lm = lm
+            self.choice_ids = choice_ids
+
+        def forward(self, input_ids, attention_mask):
+            return choice_logprobs(self.lm, input_ids, attention_mask, self.choice_ids)
+
+    return LabelWordHead
+
+
+class LMTrained(Trained):
+    """A causal LM (pretrained or fine-tuned) that scores prompts by label-word log-probabilities."""
+
+    def __init__(self, lm, tokenizer, owner):
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.owner = owner
+
+    def predict(self, examples, task, ctx=None):
+        scores = self.score_many([task.render(e) for e in examples], [task.label_words] * len(examples))
+        return np.stack([softmax(s) for s in scores]) if scores else np.zeros((0, task.num_labels))
+
+    def score(self, prompt: str, choices) -> np.ndarray:
+        """Summed log-probability of each choice string after `prompt`."""
+        return self.score_many([prompt], [choices])[0]
+
+    def score_many(self, prompts: list[str], choices: list) -> list[np.ndarray]:
+        """score() for many prompts, batched by length and grouped by their choice lists."""
+        import torch
+
+        out: list[np.ndarray | None] = [None] * len(prompts)
+        groups: dict[tuple, list[int]] = {}
+        for i, c in enumerate(choices):
+            groups.setdefault(tuple(c), []).append(i)
+        self.lm.eval()
+        with torch.inference_mode():
+            for group_choices, idx in groups.items():
+                ids = choice_token_ids(self.tokenizer, group_choices)
+                encoded = self.encode([prompts[i] for i in idx], max(len(c) for c in ids))
+                for batch in length_buckets([len(e["input_ids"]) for e in encoded], self.owner.train.eval_batch_size,
+                                            np.random.default_rng(0), shuffle=False):
+                    inputs = self.tokenizer.pad([encoded[b] for b in batch], return_tensors="pt").to(self.owner.device)
+                    logp = choice_logprobs(self.lm, inputs["input_ids"], inputs["attention_mask"], ids).cpu().numpy()
+                    for b, row in zip(batch, logp):
+                        out[idx[b]] = row.astype(float)
+        return out
+
+    def encode(self, prompts: list[str], room: int = 1) -> list[dict]:
+        """Tokenized prompts, truncated from the left to leave room for the longest choice."""
+        enc = self.tokenizer(prompts, truncation=True, max_length=self.owner.options.max_length - room)
+        return [{"input_ids": i, "attention_mask": m} for i, m in zip(enc["input_ids"], enc["attention_mask"])]
+
+    def save(self, path: Path):
+        path.mkdir(parents=True, exist_ok=True)
+        self.lm.save_pretrained(path / "lm")
+        self.tokenizer.save_pretrained(path / "lm")
+        (path / "w2s.json").write_text(json.dumps({"head": "lm"}))
+
+    def free(self):
+        self.lm = None
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    z = np.exp(scores - scores.max())
+    return z / z.sum()
+
+
+def pretrained_lm(model) -> LMTrained:
+    """The model as released, before any fine-tuning."""
+    tokenizer, lm = load_causal_lm(model, gguf_file=model.options.gguf_file)
+    return LMTrained(lm, tokenizer, model)
+
+
+def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
+    """Fine-tune the whole LM so the label words' log-probabilities fit the soft targets."""
+    if getattr(model.train, "mode", "finetune") != "finetune":
+        raise W2SError(f"{model.label}.train.mode: head = \"lm\" fine-tunes the LM itself; set mode = \"finetune\" or head = \"classifier\"")
+    seed_everything(ctx.seed)
+    trained = pretrained_lm(model)
+    ids = choice_token_ids(trained.tokenizer, task.label_words)
+    head = label_word_head_class()(trained.lm, ids)
+    encoded = trained.encode([task.render(e) for e in examples], max(len(c) for c in ids))
+    collate = lambda batch: trained.tokenizer.pad(batch, return_tensors="pt")  # noqa: E731
+    fit_module(head, encoded, np.asarray(soft_targets), loss, model.train, collate, ctx, model.device, desc=f"fit {model.label} (lm)")
+    return trained
+
+
+def load_lm(model, path: Path) -> LMTrained:
+    tokenizer, lm = load_causal_lm(model, path=str(Path(path) / "lm"))
+    return LMTrained(lm, tokenizer, model)
