@@ -180,8 +180,9 @@ def study_compare(refs, db_path, as_json):
 @study.command("rerun")
 @click.argument("ref")
 @db_option
+@click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
 @user_errors
-def study_rerun(ref, db_path):
+def study_rerun(ref, db_path, yes):
     """Run a stored study's definition again; finished stages are reused from the cache."""
     from .engine import Engine
     from .report import results_table
@@ -189,7 +190,7 @@ def study_rerun(ref, db_path):
 
     store = Store(db_path)
     spec = rerun_study(store, ref)
-    study_id = Engine(store).run(spec)
+    study_id = Engine(store).run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
     click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
     click.echo(results_table(store, study_id))
 
@@ -317,9 +318,127 @@ def keys_list():
     click.echo("\n".join(names) if names else f"no keys stored in {keys_path()}")
 
 
+@plugins_group.command("available")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def plugins_available(as_json):
+    """Plugins in registry.toml (built-in and known third-party) and any other installed one."""
+    from .installer import available
+
+    rows = available()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [[r["name"], r["kind"], ", ".join(r["provides"]), r["source"], "yes" if r["installed"] else "no", r["install"], r["summary"][:60]]
+             for r in rows]
+    click.echo(tabulate(table, headers=["name", "kind", "provides", "source", "installed", "install with", "summary"]))
+
+
+@plugins_group.command("install")
+@click.argument("target")
+@click.option("-e", "--editable", is_flag=True, help="Install a local plugin folder in editable mode.")
+@click.option("-U", "--upgrade", is_flag=True, help="Upgrade it if it is already installed.")
+@click.option("--no-deps", is_flag=True, help="Don't install its dependencies (offline installs).")
+@click.option("--no-build-isolation", is_flag=True, help="Build with the packages already installed (offline installs).")
+@user_errors
+def plugins_install(target, editable, upgrade, no_deps, no_build_isolation):
+    """Install a plugin with pip into w2s's own environment: a registry NAME, a local PATH or a pip REQUIREMENT."""
+    from . import installer
+
+    pip_target, _ = installer.install_target(target)
+    before = installer.installed_entry_points()
+    flags = [f for f, on in (("--upgrade", upgrade), ("--no-deps", no_deps), ("--no-build-isolation", no_build_isolation)) if on]
+    if installer.pip("install", *flags, *(["-e"] if editable else []), pip_target) != 0:
+        raise W2SError(f"pip could not install {pip_target}; see pip's output above")
+    added = installer.new_plugins(before, installer.installed_entry_points(), pip_target)
+    if not added:
+        raise W2SError(f"{pip_target} was installed but declares no [project.entry-points.w2s] plugin; "
+                       f"remove it with `python -m pip uninstall` or add the entry point")
+    registered, warnings = installer.loaded_report(added, installer.probe())
+    if warnings:
+        raise W2SError(f"{warnings[0]}; fix the plugin or remove it with `w2s plugins uninstall {added[0]['name']}`")
+    for ep in added:
+        what = ", ".join(registered[ep["name"]]) or "no tasks, models or losses (commands only?)"
+        click.echo(f"installed plugin {ep['name']} ({ep['distribution']} {ep['version']}): registered {what}")
+
+
+@plugins_group.command("uninstall")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Don't ask for confirmation.")
+@user_errors
+def plugins_uninstall(name, yes):
+    """Uninstall a third-party plugin (entry-point or package NAME); works even when the plugin is broken."""
+    from . import installer
+
+    dist = installer.uninstall_target(name)
+    if not yes and not click.confirm(f"Uninstall {dist}?"):
+        raise click.ClickException("nothing uninstalled")
+    if installer.pip("uninstall", "-y", dist) != 0:
+        raise W2SError(f"pip could not uninstall {dist}; see pip's output above")
+    click.echo(f"uninstalled {dist}")
+
+
+@cli.command()
+@click.argument("ref")
+@db_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="w2s-report", show_default=True, help="Folder for the PNGs and report.html.")
+@user_errors
+def report(ref, db_path, out_dir):
+    """Write a study's figures (PNG) and one self-contained HTML report (REF: id, id prefix or name)."""
+    from .report_html import write_report
+
+    written = write_report(Store(db_path, readonly=True), ref, out_dir)
+    for path in written["figures"].values():
+        click.echo(f"wrote {path}")
+    click.echo(f"wrote {written['html']}")
+
+
+@cli.command()
+@db_option
+@click.option("--port", type=int, default=8001, show_default=True)
+@user_errors
+def browse(db_path, port):
+    """Open the store in Datasette (read-only), if Datasette is installed."""
+    import importlib.util
+    import subprocess
+
+    path = Store(db_path, readonly=True).path
+    if importlib.util.find_spec("datasette") is None:
+        raise W2SError("Datasette is not installed; install it with `python -m pip install datasette`, then rerun `w2s browse`")
+    sys.exit(subprocess.call([sys.executable, "-m", "datasette", "serve", "-i", str(path), "--port", str(port), "-o"]))
+
+
+@cli.command()
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the Markdown here (e.g. docs/schema.md).")
+def schema(out_file):
+    """Print the store's schema as Markdown, generated from the migrations."""
+    from pathlib import Path
+
+    from .schema_docs import schema_markdown
+
+    text = schema_markdown()
+    if out_file:
+        Path(out_file).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out_file}")
+    else:
+        click.echo(text, nl=False)
+
+
+def _skip_plugins(argv) -> bool:
+    """`w2s plugins uninstall` never imports plugins, so a broken one can always be removed."""
+    args = [a for a in argv[1:] if not a.startswith("-")]
+    return args[:2] == ["plugins", "uninstall"]
+
+
 def _register_plugin_commands():
+    if _skip_plugins(sys.argv):
+        return
     plugins.load_plugins()
-    plugins.pm.hook.register_commands(cli=cli)
+    for impl in plugins.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # a plugin's commands failing must not take the CLI down
+            click.echo(f"w2s: plugin {impl.plugin_name!r} failed to add its commands and was skipped: {type(exc).__name__}: {exc}", err=True)
 
 
 _register_plugin_commands()

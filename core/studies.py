@@ -46,7 +46,7 @@ def list_studies(store: Store, task=None, model=None, since=None, status=None, s
         where.append("json_extract(s.spec_json, '$.task.name') = :task")
         params["task"] = task
     if model:
-        where.append(f"({USES_MODEL.format(side='weak')} OR {USES_MODEL.format(side='strong')})")
+        where.append("(" + " OR ".join(USES_MODEL.format(side=side) for side in ("weak", "strong", "chain")) + ")")
         params["model"] = model
     if since:
         where.append("s.created >= :since")
@@ -204,9 +204,11 @@ def delete_study(store: Store, study_id: str) -> dict:
         for r in store.db.query("SELECT spec_json FROM stages WHERE key = ?", [k])
     } - {None}
     with store.db.conn:
+        per_stage = [t.name for t in store.db.tables if "stage_key" in t.columns_dict and t.name != "study_stages"]
         for key in owned:
-            for table in ("metrics", "curves", "predictions", "partial_predictions", "jobs", "artifacts", "stages"):
-                store.db.execute(f"DELETE FROM {table} WHERE {'key' if table == 'stages' else 'stage_key'} = ?", [key])
+            for table in per_stage:
+                store.db.execute(f"DELETE FROM [{table}] WHERE stage_key = ?", [key])
+            store.db.execute("DELETE FROM stages WHERE key = ?", [key])
         store.db.execute("DELETE FROM study_stages WHERE study_id = ?", [study_id])
         for key in shared:  # keep a shared stage's creator pointing at a study that still exists
             store.db.execute(
