@@ -40,6 +40,7 @@ class FakeOpenAI:
         self.hold_chat_after: int | None = None  # answer this many chat requests, then hold the rest
         self.chat_released = threading.Event()
         self.drop_tokens: set[str] = set()  # tokens never returned in top_logprobs
+        self.agreement: dict[str, float] = {}  # fine-tuned model -> how often its training labels matched the rule
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -167,6 +168,7 @@ class FakeOpenAI:
                        data={"step": step, "train_loss": round(1.0 / step, 4), "train_mean_token_accuracy": round(0.5 + step / 12, 4)})
         job.update(status="succeeded", fine_tuned_model=f"ft:{job['model']}:fake-org:{job['user_provided_suffix']}:{job['id'][-6:]}",
                    trained_tokens=sum(len(l) for l in lines) // 4, finished_at=int(time.time()))
+        self.agreement[job["fine_tuned_model"]] = self.label_agreement(lines)
         self.event(job, "The job has successfully completed")
         return job
 
@@ -188,25 +190,43 @@ class FakeOpenAI:
                                                        "bytes": list(answer.encode()), "top_logprobs": entries}]}}],
                 "usage": {"prompt_tokens": sum(len(m["content"]) // 4 for m in messages), "completion_tokens": 1, "total_tokens": 0}}
 
+    def label_agreement(self, lines: list[str]) -> float:
+        """How often a training file's answers agree with what the rule (reading negation) says."""
+        rows = [json.loads(l)["messages"] for l in lines if l.strip()]
+        hits = [rule_pick(_choices(m[0]["content"]), m[-2]["content"], True)[0] == _choices(m[0]["content"]).index(m[-1]["content"])
+                for m in rows]
+        return sum(hits) / max(len(hits), 1)
+
     def score(self, model: str, choices: list[str], text: str) -> dict[str, float]:
-        """Logprobs of the answer tokens: a word-list sentiment rule; fine-tuned models also read negation."""
+        """Logprobs of the answer tokens: a word-list sentiment rule; fine-tuned models also read negation.
+
+        A fine-tuned model inherits half of its training labels' disagreement with the rule: it
+        flips a stable (1 - agreement) / 2 share of its answers, so weak labels give a weaker student.
+        """
         from w2s_plugins.openai_api import encoding
 
         enc = encoding("o200k_base")
         firsts = [enc.decode([enc.encode(c)[0]]) for c in choices]
-        words = text.lower().replace(".", " ").split()
-        vote = sum((w in POSITIVE) - (w in NEGATIVE) for w in words)
-        if vote and model.startswith("ft:") and "not" in words:
-            vote = -vote
-        if vote and len(choices) == 2:
-            pick, confidence = int(vote > 0), (0.9 if model.startswith("ft:") else 0.7)
-        else:  # no sentiment words (other tasks): a stable pseudo-random answer
-            pick, confidence = zlib.crc32(text.encode()) % len(choices), 0.6
+        pick, confidence = rule_pick(choices, text, model.startswith("ft:"))
+        flip_share = (1 - self.agreement.get(model, 1.0)) / 2
+        if len(choices) == 2 and zlib.crc32(b"flip" + text.encode()) % 1000 < flip_share * 1000:
+            pick = 1 - pick
         rest = (1 - confidence) * 0.8 / max(len(choices) - 1, 1)
         scores = {tok: math.log(confidence if i == pick else rest) for i, tok in enumerate(firsts)}
         scores[firsts[pick].capitalize()] = math.log((1 - confidence) * 0.1)  # a case variant: summed by the plugin
         scores.update({"The": math.log(0.05 * (1 - confidence)), "\n": math.log(0.05 * (1 - confidence))})
         return scores
+
+
+def rule_pick(choices: list[str], text: str, reads_negation: bool) -> tuple[int, float]:
+    """The fake model's answer index and confidence for a prompt."""
+    words = text.lower().replace(".", " ").split()
+    vote = sum((w in POSITIVE) - (w in NEGATIVE) for w in words)
+    if vote and reads_negation and "not" in words:
+        vote = -vote
+    if vote and len(choices) == 2:
+        return int(vote > 0), (0.9 if reads_negation else 0.7)
+    return zlib.crc32(text.encode()) % len(choices), 0.6  # no sentiment words (other tasks): stable pseudo-random
 
 
 def _choices(system: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -130,7 +131,7 @@ def test_study_runs_end_to_end_against_the_fake_api(runner, tmp_path, sentiment_
     assert len(chats) == 2 * 30 and {r["body"]["model"] for r in chats} == {j["fine_tuned_model"] for j in fake.jobs.values()}
     store = Store(db, readonly=True)
     row = next(store.db.query("SELECT * FROM results"))
-    assert row["status"] == "done" and row["ceiling_acc"] == 1.0 and row["student_acc"] > row["weak_acc"] - 0.2
+    assert row["status"] == "done" and row["ceiling_acc"] == 1.0 and row["weak_acc"] < row["student_acc"] < row["ceiling_acc"]
     curves = list(store.db.query("SELECT step, name, value FROM curves c JOIN stages s ON s.key = c.stage_key WHERE s.role = 'ceiling' ORDER BY step"))
     assert [(c["step"], c["name"]) for c in curves if c["name"] == "train_loss"] == [(s, "train_loss") for s in range(1, 6)]
     assert curves[0]["value"] == 1.0
@@ -142,3 +143,157 @@ def test_study_runs_end_to_end_against_the_fake_api(runner, tmp_path, sentiment_
     assert out["soft_labels"] == "harden" and sum(out["label_counts"]) == 40
     print(result.output)
     assert "weak (bow)" in result.output and "ceiling (gpt-4o-mini)" in result.output
+
+
+def unique_sentences(folder: Path) -> Path:
+    """The shared sentiment fixture with a serial number on every sentence, so each prompt is unique."""
+    for name in ("train.tsv", "test.tsv"):
+        lines = (folder / name).read_text().splitlines()
+        (folder / name).write_text("\n".join([lines[0]] + [f"{t} no{i}\t{l}" for i, (t, l) in enumerate(x.split("\t") for x in lines[1:])]) + "\n")
+    return folder
+
+
+def test_injected_429s_and_500s_are_retried_and_the_run_succeeds(runner, tmp_path, sentiment_dir, fake):
+    fake.inject("/v1/files", 500)
+    fake.inject("/v1/fine_tuning/jobs", 429, 503)
+    fake.inject("/v1/chat/completions", 429, 500, 429, 502)
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    result = run_cli(runner, "study", "run", f, "--db", tmp_path / "w.db", "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.injected == []  # every injected error was served ...
+    errors = [r for r in fake.log if r["status"] in (429, 500, 502, 503)]
+    assert len(errors) == 7
+    for err in errors:  # ... and each was followed by a successful retry of the same request
+        later = fake.log[fake.log.index(err) + 1:]
+        assert any(r["path"] == err["path"] and r["status"] == 200 and r["body"] == err["body"] for r in later)
+    assert len([r for r in fake.requests("POST", "/v1/fine_tuning/jobs", answered=True) if r["status"] == 200 and r["path"] == "/v1/fine_tuning/jobs"]) == 2
+    assert next(Store(tmp_path / "w.db", readonly=True).db.query("SELECT status FROM results"))["status"] == "done"
+
+
+def test_failed_job_ends_its_stage_with_the_api_message_and_keeps_other_results(runner, tmp_path, sentiment_dir, fake):
+    fake.job_outcome = "failed"
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    db = tmp_path / "w.db"
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 1
+    assert f"FAILED: W2SError: fine-tuning job ftjob-000002 failed: {fake.fail_message}" in result.output
+    store = Store(db, readonly=True)
+    status = {r["role"]: r["status"] for r in store.db.query("SELECT role, status FROM stages")}
+    assert status["weak"] == status["weak_labels"] == status["weak_test"] == "done"
+    assert status["ceiling"] == status["student"] == "failed"
+    assert len(store.predictions(next(store.db.query("SELECT key FROM stages WHERE role='weak_test'"))["key"], "test")) == 30
+    # the cause is fixed: a rerun keeps the weak stages and launches fresh jobs for the failed ones
+    fake.job_outcome = "succeeded"
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "fit weak bow on weak_train (ground truth): cached" in result.output
+    assert sorted(j["status"] for j in fake.jobs.values()) == ["failed", "failed", "succeeded", "succeeded"]
+
+
+def test_dry_run_prints_tokens_and_cost_and_creates_nothing_remotely(runner, tmp_path, sentiment_dir, fake):
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    result = run_cli(runner, "study", "run", f, "--db", tmp_path / "w.db", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert fake.log == []
+    from w2s.study import load_study
+
+    study = load_study(f)
+    strong = study.strong[0]
+    table = result.output.split("pending API stage")[1]
+    found = [re.match(r"(.+?)\s{2,}([\d,]+)\s+\$", line) for line in table.splitlines() if line.startswith(("fit", "predict"))]
+    rows = {m.group(1): int(m.group(2).replace(",", "")) for m in found}
+    assert len(rows) == 4
+    per_epoch = rows["fit ceiling gpt-4o-mini on transfer (ground truth)"] // 2
+    assert 40 * 30 < per_epoch < 40 * 60  # 40 chat examples of a few dozen tokens each, 2 epochs
+    assert f"total: {sum(rows.values()):,} tokens (tiktoken)" in result.output
+    assert "estimated cost $" in result.output and "(dry run: nothing was launched)" in result.output
+    usd = strong.estimate_cost([], study.task, "fit")
+    assert usd["tokens"] == 0 and usd["usd"] == 0.0
+
+
+def test_confirmation_is_asked_before_paid_work_and_no_launches_nothing(runner, tmp_path, sentiment_dir, fake):
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url, extra_options="price_train_per_1m = 3000.0"))
+    result = runner.invoke(cli, ["study", "run", str(f), "--db", str(tmp_path / "w.db")], input="n\n")
+    assert result.exit_code == 1
+    assert "Launch this paid API work? [y/N]" in result.output
+    assert "Error: paid API work not confirmed; nothing was launched" in result.output
+    assert fake.log == []
+    result = runner.invoke(cli, ["study", "run", str(f), "--db", str(tmp_path / "w.db")], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert len(fake.jobs) == 2
+
+
+def test_prompted_baseline_k_shot_launches_no_job(runner, tmp_path, sentiment_dir, fake):
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url, extra_options="finetune = false\nk_shot = 2"))
+    result = run_cli(runner, "study", "run", f, "--db", tmp_path / "w.db", "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.jobs == {} and fake.files == {}
+    chats = fake.requests("POST", "/v1/chat/completions")
+    assert {r["body"]["model"] for r in chats} == {"gpt-4o-mini-2024-07-18"}
+    roles = [m["role"] for m in chats[0]["body"]["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "prompted baseline: no fine-tuning" in result.output
+
+
+def test_missing_label_tokens_are_floored_and_counted(runner, tmp_path, sentiment_dir, fake):
+    fake.drop_tokens = {"negative", "Negative"}
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url, extra_options="finetune = false"))
+    result = run_cli(runner, "study", "run", f, "--db", tmp_path / "w.db", "--yes")
+    assert result.exit_code == 0, result.output
+    store = Store(tmp_path / "w.db", readonly=True)
+    counts = {r["key"]: r["value"] for r in store.db.query(
+        "SELECT s.key, m.value FROM metrics m JOIN stages s ON s.key = m.stage_key WHERE m.name = 'label_token_missing' AND s.role = 'ceiling_test'")}
+    assert list(counts.values()) == [30.0]  # "negative" never comes back: every answer lacks it
+    probs = store.predictions(next(iter(counts)), "test")
+    assert all(p[1] > 0.5 for p in probs.values())  # the floor (lowest top-k logprob) sits below positive
+
+
+def test_sampled_soft_labels_follow_the_weak_probabilities(fake):
+    model = openai_api.OpenAIModel({"soft_labels": "sample"})
+    soft = np.tile([0.8, 0.2], (2000, 1))
+    sampled = model.training_labels(soft, seed=0)
+    assert 0.17 < sampled.mean() < 0.23
+    assert openai_api.OpenAIModel({}).training_labels(soft, seed=0).sum() == 0
+    assert "soft_labels" in model.spec()["options"] and "max_concurrency" not in model.spec()["options"]
+
+
+def test_non_xent_loss_is_a_one_line_error(runner, tmp_path, sentiment_dir, fake):
+    f = tmp_path / "s.toml"
+    f.write_text(openai_study(sentiment_dir, fake.url) + '\n[[losses]]\nname = "logconf"\n')
+    result = run_cli(runner, "study", "run", f, "--db", tmp_path / "w.db", "--yes")
+    assert "the OpenAI fine-tuning API trains on labels only; use loss xent for openai students" in result.output
+    assert len(fake.jobs) == 1  # the ceiling trained; no job for the logconf student
+
+
+class Ctx:
+    """A minimal StageContext for driving the plugin directly."""
+
+    def __init__(self, key):
+        self.stage_key, self.seed, self.jobs = key, 0, {}
+
+    def find_job(self, provider):
+        return self.jobs.get(provider)
+
+    def remember_job(self, provider, job_id, info):
+        self.jobs[provider] = {"job_id": job_id, "status": info["status"], "info": info}
+
+
+def test_a_job_launched_but_not_stored_is_found_by_metadata_not_launched_again(fake):
+    from openai import OpenAI
+
+    client = OpenAI(api_key=KEY, base_url=fake.url)
+    upload = client.files.create(file=("t.jsonl", b"{}\n"), purpose="fine-tune")
+    orphan = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=upload.id, metadata={"w2s_stage": "stage-k1"})
+    model = openai_api.OpenAIModel({"base_url": fake.url})
+    ctx = Ctx("stage-k1")
+    from w2s.plugins import make_task
+
+    job = model.attach_or_launch(model.client(), [], np.zeros(0, int), make_task("sst2", {}, None, "task"), ctx)
+    assert job.id == orphan.id and ctx.jobs["openai"]["job_id"] == orphan.id
+    assert len(fake.jobs) == 1
