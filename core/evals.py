@@ -304,21 +304,20 @@ def eval_table(store, study_id: str) -> str:
     for r in rows:
         cells[(r["seed"], model_name(r), r["split"], r["eval"])] = r
     lines, notes = [], {}
-    models = list(dict.fromkeys(k[1] for k in cells))
+    rank = {"strong_pretrained": 0, "weak": 1, "student": 2, "ceiling": 3}
+    models = sorted(dict.fromkeys(k[1] for k in cells), key=lambda m: min(rank.get(r["source"], 9) for r in rows if model_name(r) == m))
     keys = sorted({k[:3] for k in cells}, key=lambda k: (k[0], models.index(k[1]), list(SPLIT_NAMES).index(k[2])))
     for seed, name, split in keys:
         row = [seed, name, SPLIT_NAMES.get(split, split)]
-        accs = []
-        for ev in evals:
-            cell = cells.get((seed, name, split, ev))
-            row.append(cell_text(cell, notes))
-            if cell and cell.get("accuracy") is not None and not cell.get("skipped"):
-                accs.append(cell["accuracy"])
-        row.append(f"{np.mean(accs):.3f} ({len(accs)}/{len(evals)})" if accs else "-")
+        present = [cells.get((seed, name, split, ev)) for ev in evals]
+        row += [cell_text(c, notes) for c in present]
+        accs = [c["accuracy"] for c in present if c and c.get("accuracy") is not None and not c.get("skipped")]
+        row.append(f"{np.mean(accs):.3f} ({len(accs)}/{sum(c is not None for c in present)})" if accs else "-")
         lines.append(row)
     table = tabulate(lines, headers=["seed", "model", "split", *evals, "average"], tablefmt="simple")
     foot = [f"[{i}] skipped: {reason}" for reason, i in notes.items()]
-    return "\n".join(["Cross-task evaluation (accuracy, n = scored examples; average over scored cells):", table, *foot])
+    title = "Cross-task evaluation (accuracy (n scored); average over the scored cells of the row, (scored/planned)):"
+    return "\n".join([title, table, *foot])
 
 
 def cell_text(cell: dict | None, notes: dict) -> str:

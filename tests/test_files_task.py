@@ -1,0 +1,123 @@
+"""Task `files`: a task defined only in the study TOML, run end to end, and its one-line errors."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from w2s.api import W2SError
+from w2s.cli import cli
+from w2s.plugins import make_task
+from w2s.store import Store
+
+FILES = Path(__file__).parent / "fixtures" / "files"
+
+OPTIONS = {
+    "train": "train.jsonl",
+    "test": "test.jsonl",
+    "text_columns": ["premise", "hypothesis"],
+    "template": "Premise: {premise}\nHypothesis: {hypothesis}\nTrue or false?\nAnswer:",
+    "label_words": ["false", "true"],
+    "label_map": {"contradiction": 0, "entailment": 1},
+}
+
+
+def files_task(data_dir=FILES, **changes):
+    return make_task("files", {**OPTIONS, **changes}, data_dir, "task")
+
+
+def test_loads_jsonl_with_template_and_label_map():
+    task = files_task()
+    train, test = task.load("train"), task.load("test")
+    assert (len(train), len(test)) == (60, 20)
+    assert task.label_words == ("false", "true") and task.num_labels == 2
+    first = train[0]  # {"premise": "coal is black", "hypothesis": "coal is white", "label": "contradiction"}
+    assert first.label == 0 and first.text == "coal is black\ncoal is white"
+    assert task.render(first) == "Premise: coal is black\nHypothesis: coal is white\nTrue or false?\nAnswer:"
+
+
+def test_toml_only_study_runs_end_to_end(tmp_path, runner, tiny_bert):
+    data = tmp_path / "data"
+    shutil.copytree(FILES, data)
+    study = tmp_path / "nli.toml"
+    study.write_text(f"""
+[study]
+name = "files-nli"
+
+[task]
+name = "files"
+data_dir = "data"
+n_weak_train = 20
+n_transfer = 40
+[task.options]
+train = "train.jsonl"
+test = "test.jsonl"
+text_columns = ["premise", "hypothesis"]
+template = "Premise: {{premise}}\\nHypothesis: {{hypothesis}}\\nAnswer:"
+label_column = "label"
+label_words = ["false", "true"]
+label_map = {{ contradiction = 0, entailment = 1 }}
+
+[weak]
+model = "bow"
+
+[strong]
+model = "hf"
+[strong.options]
+path = "{tiny_bert}"
+max_length = 32
+[strong.train]
+epochs = 1
+batch_size = 8
+""")
+    db = tmp_path / "w2s.db"
+    result = runner.invoke(cli, ["study", "run", str(study), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    store = Store(db, readonly=True)
+    row = next(store.db.query("SELECT task, weak, strong, n_test, weak_acc, student_acc, ceiling_acc FROM results"))
+    assert (row["task"], row["weak"], row["strong"], row["n_test"]) == ("files", "bow", "hf", 20)
+    assert all(0 <= row[k] <= 1 for k in ("weak_acc", "student_acc", "ceiling_acc"))
+
+
+def test_absent_label_column_is_one_line():
+    with pytest.raises(W2SError) as err:
+        files_task(label_column="gold").load("train")
+    message = str(err.value)
+    assert message.startswith("task.options.label_column:") and "['gold'] not found" in message and "\n" not in message
+    assert "train.jsonl" in message and "set label_column" in message
+
+
+def test_label_value_outside_mapping_is_one_line():
+    with pytest.raises(W2SError) as err:
+        files_task(label_map={"entailment": 1}).load("train")
+    message = str(err.value)
+    assert "train.jsonl row 1: label 'contradiction' is not in task.options.label_map (keys: entailment)" in message
+    assert "\n" not in message
+
+
+def test_raw_labels_must_be_indexes_without_a_mapping(tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\nhello,0\nbye,2\n")
+    task = make_task("files", {"train": "t.csv", "test": "t.csv", "text_columns": ["text"], "label_words": ["a", "b"]}, tmp_path, "task")
+    with pytest.raises(W2SError, match=r"t\.csv row 2: label 2 is not an index 0\.\.1; add task.options.label_map"):
+        task.load("test")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"template": "{premise} {question}"}, "template uses ['question'], which are not text_columns"),
+        ({"hub": "org/data"}, "set either train/test files or hub, not both"),
+        ({"train": None}, "set both train and test"),
+        ({"label_map": {"entailment": 2}}, "label_map values {'entailment': 2} are outside 0..1"),
+        ({"label_words": ["only"]}, "task.options.label_words"),
+    ],
+)
+def test_bad_options_are_one_line(changes, message):
+    with pytest.raises(W2SError) as err:
+        files_task(**changes)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_file_names_it():
+    with pytest.raises(W2SError, match=r"data file .*nope\.jsonl not found"):
+        files_task(test="nope.jsonl").load("test")
