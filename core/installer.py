@@ -134,6 +134,7 @@ def available() -> list[dict]:
     known = {r["name"] for r in rows}
     for ep in eps:
         if ep["name"] not in known:
-            rows.append({"name": ep["name"], "kind": "", "provides": [], "source": f"installed ({ep['distribution']})",
+            builtin = ep["distribution"] and canonical(ep["distribution"]) == "w2s"
+            rows.append({"name": ep["name"], "kind": "", "provides": [], "source": "built-in" if builtin else f"installed ({ep['distribution']})",
                          "install": "", "installed": True, "version": ep["version"], "summary": "not in registry.toml"})
     return rows
