@@ -297,3 +297,113 @@ def test_a_job_launched_but_not_stored_is_found_by_metadata_not_launched_again(f
     job = model.attach_or_launch(model.client(), [], np.zeros(0, int), make_task("sst2", {}, None, "task"), ctx)
     assert job.id == orphan.id and ctx.jobs["openai"]["job_id"] == orphan.id
     assert len(fake.jobs) == 1
+
+
+# -- crash safety: SIGKILL a real `w2s` process, rerun, and read the server's request log ------------------
+def spawn_run(study: Path, db: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "W2S_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "w2s", "study", "run", str(study), "--db", str(db), "--yes"]
+    return subprocess.Popen(args, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def wait_for(condition, proc: subprocess.Popen, out: Path, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"w2s exited early ({proc.returncode}):\n{out.read_text()}"
+        assert time.monotonic() < deadline, f"timed out; w2s output so far:\n{out.read_text()}"
+        time.sleep(0.05)
+
+
+def db_count(db: Path, sql: str) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def test_kill_while_the_job_runs_then_rerun_reattaches_and_creates_exactly_one_job(runner, tmp_path, sentiment_dir, fake):
+    fake.jobs_released.clear()  # the first job stays "running" until released
+    f, db, out = tmp_path / "s.toml", tmp_path / "w.db", tmp_path / "out.txt"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    proc = spawn_run(f, db, out)
+    wait_for(lambda: len(fake.requests("GET", "/v1/fine_tuning/jobs/ftjob")) >= 2, proc, out)
+    assert db_count(db, "SELECT count(*) FROM jobs") == 1  # stored before polling began
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (running,) = fake.jobs.values()
+    assert running["status"] == "running"
+    fake.jobs_released.set()
+    mark = len(fake.log)
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"re-attaching to fine-tuning job {running['id']}" in result.output
+    creates = [r for r in fake.log if r["method"] == "POST" and r["path"] == "/v1/fine_tuning/jobs"]
+    stage_keys = [r["body"]["metadata"]["w2s_stage"] for r in creates]
+    assert len(creates) == 2 and len(set(stage_keys)) == 2  # ceiling and student: one job per stage key
+    assert running["metadata"]["w2s_stage"] in stage_keys and stage_keys.count(running["metadata"]["w2s_stage"]) == 1
+    assert any(r["path"] == f"/v1/fine_tuning/jobs/{running['id']}" for r in fake.log[mark:])
+    assert next(Store(db, readonly=True).db.query("SELECT status FROM results"))["status"] == "done"
+
+
+def test_kill_midway_through_inference_then_rerun_never_asks_an_answered_prompt_again(runner, tmp_path, sentiment_dir, fake):
+    unique_sentences(sentiment_dir)
+    fake.hold_chat_after = 12  # answer 12 completions, then hold the rest until the client is gone
+    f, db, out = tmp_path / "s.toml", tmp_path / "w.db", tmp_path / "out.txt"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    proc = spawn_run(f, db, out)
+
+    def asked(entries, answered=None):
+        return [(r["body"]["model"], r["body"]["messages"][-1]["content"]) for r in entries
+                if r["path"] == "/v1/chat/completions" and (answered is None or (r["answered"] and r["status"] == 200) == answered)]
+
+    def answered_and_stored():
+        answered = len(asked(fake.log, True))
+        held = [r for r in fake.log if r.get("held")]
+        return held and answered >= 12 and db_count(db, "SELECT count(*) FROM partial_predictions") == answered
+
+    wait_for(answered_and_stored, proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = asked(fake.log, True)
+    in_flight = asked([r for r in fake.log if r.get("held")])
+    fake.abandon_held()
+    mark = len(fake.log)
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 0, result.output
+    after = asked(fake.log[mark:])
+    assert len(before) >= 12 and not set(before) & set(after)  # nothing answered before the kill is asked again
+    assert len(after) == len(set(after))
+    everything = asked(fake.log, True)
+    assert len(everything) == len(set(everything)) == 2 * 30  # each test prompt answered exactly once per model
+    assert 1 <= len(in_flight) <= 4 and set(in_flight) <= set(after)  # only requests cut off by the kill are resent
+    assert len(fake.jobs) == 2
+    resumed = [r["value"] for r in Store(db, readonly=True).db.query("SELECT value FROM metrics WHERE name = 'resumed_predictions'")]
+    assert sorted(resumed) == [0.0, float(len(before))]
+
+
+def test_the_api_key_never_reaches_the_db_artifacts_output_or_report(runner, tmp_path, sentiment_dir, fake):
+    f, db = tmp_path / "s.toml", tmp_path / "w.db"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    fake.job_outcome = "failed"  # an error path too: tracebacks are stored
+    outputs = [run_cli(runner, "study", "run", f, "--db", db, "--yes").output]
+    fake.job_outcome = "succeeded"
+    outputs.append(run_cli(runner, "study", "run", f, "--db", db, "--yes").output)
+    outputs.append(run_cli(runner, "study", "show", "oa", "--db", db).output)
+    outputs.append(run_cli(runner, "query", "SELECT * FROM jobs", "--db", db, "--json").output)
+    report = runner.invoke(cli, ["report", "oa", "--db", str(db), "--out", str(tmp_path / "report")])
+    outputs.append(report.output)
+    assert "ft:gpt-4o-mini" in outputs[2] or "gpt-4o-mini" in outputs[2]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".toml"]
+    assert any(p.name == "w.db" for p in files) and any(p.name == "model.json" for p in files)
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), path
+    for text in outputs:
+        assert KEY not in text
+    assert fake.requests()[0]["status"] == 200  # the key was really sent (and accepted) by the client
