@@ -131,6 +131,8 @@ class Store:
                 self.db["artifacts"].insert(
                     {"id": new_id(), "stage_key": key, "kind": kind, "path": str(path), "bytes": _size(path), "created": now()}
                 )
+            for table, rows in getattr(result, "tables", {}).items():
+                self.db[table].insert_all(rows, replace=True, batch_size=1000)
             self.db.execute("DELETE FROM partial_predictions WHERE stage_key = ?", [key])
             self.db.execute(
                 "UPDATE stages SET status='done', finished=?, seconds=?, output_json=?, error=NULL WHERE key=?",

@@ -51,6 +51,20 @@ class LossSpec(Options):
     options: dict[str, Any] = {}
 
 
+class EvalSpec(Options):
+    """One `[[eval]]` table: score the study's models on another task (see core/evals.py)."""
+
+    task: str
+    label: str | None = None
+    options: dict[str, Any] = {}
+    data_dir: str | None = None
+    splits: list[Literal["test", "test_hard"]] = Field(default=["test"], min_length=1)
+    n: int | None = Field(default=None, ge=1)
+    k_shot: int = Field(default=0, ge=0)
+    models: list[Literal["strong_pretrained", "students", "ceiling", "weak"]] = Field(
+        default=["strong_pretrained", "students", "ceiling"], min_length=1)
+
+
 class StudySpec(Options):
     study: StudyHeader
     task: TaskSpec
@@ -59,6 +73,7 @@ class StudySpec(Options):
     chain: list[ModelSpec] = []  # bootstrapping M1 -> M2 -> ... -> Mn (instead of weak/strong)
     losses: list[LossSpec] = [LossSpec(name="xent")]
     gt_early_stopping: GTEarlyStopping | None = None
+    eval: list[EvalSpec] = []
 
     @model_validator(mode="after")
     def _lists(self):
@@ -140,6 +155,7 @@ class Study:
     losses: list[Loss]
     extra: dict = field(default_factory=dict)
     chain: list[Model] = field(default_factory=list)
+    evals: list = field(default_factory=list)  # evals.EvalTarget per [[eval]] table
 
     @property
     def name(self) -> str:
@@ -198,7 +214,9 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
         object.__setattr__(loss, "name", lspec.label or lspec.name)
     chain = [_model(m, f"chain[{i}]") for i, m in enumerate(spec.chain)]
     _check_models(spec, chain)
-    return Study(path, text, spec, task, weak, strong, losses, chain=chain)
+    from .evals import build_evals
+
+    return Study(path, text, spec, task, weak, strong, losses, chain=chain, evals=build_evals(spec.eval, path))
 
 
 def _check_models(spec: StudySpec, chain: list[Model]) -> None:
