@@ -176,3 +176,18 @@ def m001_initial(db):
 def m002_studies_fts(db):
     """Full-text search over study names and notes (studies_fts, kept in sync by triggers)."""
     db["studies"].enable_fts(["name", "notes"], fts_version="FTS5", create_triggers=True, tokenize="porter")
+
+
+@migrations()
+def m003_eval_prompts(db):
+    """The rendered prompt of every example scored by a cross-task eval stage."""
+    db.execute(
+        """
+        CREATE TABLE eval_prompts (
+            stage_key TEXT NOT NULL REFERENCES stages(key),
+            split TEXT NOT NULL,
+            example_id TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            PRIMARY KEY (stage_key, split, example_id)
+        )"""
+    )

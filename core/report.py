@@ -7,6 +7,7 @@ import math
 
 from tabulate import tabulate
 
+from .evals import eval_table
 from .store import Store
 
 ROLE_ORDER = {"weak_test": 0, "student_test": 1, "ceiling_test": 2}
@@ -72,4 +73,6 @@ def results_table(store: Store, study_id: str) -> str:
     lines = [acc_table, "", pgr_table]
     lines += [f"FLAG: {f}" for f in flags]
     lines.append("PGR = (student - weak) / (ceiling - weak); CI: paired bootstrap over test examples (1000 resamples).")
+    evals = eval_table(store, study_id)
+    lines += ["", evals] if evals else []
     return "\n".join(lines)
