@@ -228,6 +228,7 @@ def query(sql, db_path, params, search, as_json, as_csv):
     from .studies import fts_query, has_fts
 
     store = Store(db_path, readonly=True)
+    refuse_file_writes(store.db.conn)
     bound = dict(parse_param(p) for p in params)
     if search:
         if sql:
@@ -253,6 +254,13 @@ def query(sql, db_path, params, search, as_json, as_csv):
         writer.writerows(rows)
     else:
         click.echo(tabulate(rows, headers=headers))
+
+
+def refuse_file_writes(conn: sqlite3.Connection) -> None:
+    """Beyond mode=ro: no ATTACH (which creates files) and no VACUUM INTO."""
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    denied = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
+    conn.set_authorizer(lambda action, *args: sqlite3.SQLITE_DENY if action in denied else sqlite3.SQLITE_OK)
 
 
 def parse_param(item: str) -> tuple[str, object]:

@@ -132,10 +132,13 @@ def test_query_with_bound_params_json_and_csv(stored):
     assert [r["loss"] for r in parsed] == ["logconf", "xent", "xent"] and float(parsed[0]["weak_acc"]) == rows[0]["weak_acc"]
 
 
-@pytest.mark.parametrize("sql", ["delete from studies", "update studies set name = 'x'", "create table t (x)", "drop view results"])
-def test_query_refuses_writes(stored, sql):
-    result = CliRunner().invoke(cli, ["query", sql, "--db", str(stored["db"])])
-    assert result.exit_code == 1 and "readonly" in result.output and "Traceback" not in result.output
+@pytest.mark.parametrize("sql", ["delete from studies", "update studies set name = 'x'", "create table t (x)", "drop view results",
+                                 "vacuum into '{dir}/copy.db'", "attach database '{dir}/other.db' as other"])
+def test_query_refuses_writes(stored, sql, tmp_path):
+    result = CliRunner().invoke(cli, ["query", sql.format(dir=tmp_path), "--db", str(stored["db"])])
+    assert result.exit_code == 1 and "query failed" in result.output and "Traceback" not in result.output
+    assert ("readonly" in result.output) or ("authoriz" in result.output)
+    assert not list(tmp_path.glob("*.db"))
     assert len(list(Store(stored["db"], readonly=True).db.query("select id from studies"))) >= 2
 
 
