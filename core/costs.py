@@ -1,10 +1,12 @@
 """What the planned, not-yet-done stages would spend on paid APIs, before anything is launched.
 
-A model opts in with `estimate_cost(examples, task, kind) -> {"tokens", "usd", "what"}` and, to
+A model opts in with `estimate_cost(examples, task, kind, k_shot) -> {"tokens", "usd", "what"}` and, to
 fail fast on missing credentials, `preflight()`.
 """
 
 from __future__ import annotations
+
+import json
 
 from tabulate import tabulate
 
@@ -16,7 +18,10 @@ def pending_costs(stages, status: dict) -> list[dict]:
         estimate = getattr(stage.model, "estimate_cost", None)
         if status.get(stage.key) == "done" or estimate is None:
             continue
-        cost = estimate(stage.examples, stage.task, stage.kind)
+        k_shot = (json.loads(stage.row.get("spec_json") or "{}").get("k") or 0) if stage.kind == "eval" else 0
+        cost = estimate(stage.examples, stage.task, stage.kind, k_shot=k_shot)
+        if not cost["tokens"] and stage.kind != "fit":  # e.g. a skipped eval: nothing to ask
+            continue
         rows.append({"stage": stage.title, "tokens": int(cost["tokens"]), "usd": float(cost["usd"]), "what": cost.get("what", "")})
     return rows
 

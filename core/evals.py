@@ -22,6 +22,7 @@ Every scored example's rendered prompt is stored in the `eval_prompts` table.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +186,9 @@ class EvalPlanner:
         row = {"kind": "eval", "role": "eval", "task": target.label, "model": model.label, "model_json": _json(model.spec()),
                "loss": labels.get("loss"), "seed": seed, "spec_json": _json(spec), "upstream_json": _json([fit.key] if fit else [])}
         deps = [fit.key] if fit is not None else [pretrained_key(model)]
-        return self.protocol.add(Stage(key, "eval", "eval", title, {**labels, "task": target.label}, row, deps, run, model, task))
+        scored = self.sample(target, split, seed)[0] if reason is None else []  # for API cost estimates
+        return self.protocol.add(Stage(key, "eval", "eval", title, {**labels, "task": target.label}, row, deps, run, model, task,
+                                       examples=scored))
 
     def skip_reason(self, target: EvalTarget, split: str, model: Model, fit, seed: int) -> str | None:
         """Why this model cannot be scored on this eval split, or None."""
@@ -216,7 +219,9 @@ class EvalPlanner:
             shots = balanced_shots(pool, target.spec.k_shot, task.num_labels, rc.seed)
             prefix = fewshot_prefix(task, shots)
             prompts = [prefix + task.render(e) for e in scored]
-            probs = softmax_rows(trained.score_many(prompts, [task.label_words] * len(scored)))
+            rc.split = split  # a remote scorer stores each answer under it as it arrives (resumable, never asked twice)
+            resumable = {"ctx": rc} if "ctx" in inspect.signature(trained.score_many).parameters else {}
+            probs = softmax_rows(trained.score_many(prompts, [task.label_words] * len(scored), **resumable))
             output.update(scoring="label-word log-probabilities", k_shot=len(shots), shot_source=shot_source, shots=[s.id for s in shots])
         else:
             prompts = [task.render(e) for e in scored]

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from w2s import plugins
-from w2s.api import Example, Model, Options, Trained, W2SError
+from w2s.api import Example, Model, Options, Trained, W2SError, fingerprint
 from w2s.api import Options as PluginOptions
 from w2s.hookspecs import hookimpl
 from w2s.keys import get_key
@@ -157,47 +157,61 @@ class OpenAITrained(Trained):
         (path / "model.json").write_text(json.dumps({"model": self.model_id, "job": self.job, "shots": shots}, indent=2))
         (path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in self.events))
 
-    def ask(self, client, task, example: Example) -> list[tuple[str, float]]:
+    def ask(self, client, messages: list[dict]) -> list[tuple[str, float]]:
         """One chat completion: max_tokens=1, temperature 0, the top-k logprobs of the answer token."""
         response = client.chat.completions.create(
             model=self.model_id,
-            messages=self.owner.messages(task, example, self.shots),
+            messages=messages,
             max_tokens=1,
             temperature=0,
             logprobs=True,
             top_logprobs=self.owner.options.top_logprobs,
             seed=0,
         )
-        content = (response.choices[0].logprobs.content or []) if response.choices[0].logprobs else []
+        choice = response.choices[0]
+        content = (choice.logprobs.content or []) if choice.logprobs else []
         return [(t.token, t.logprob) for t in content[0].top_logprobs] if content else []
 
     def predict(self, examples, task, ctx=None) -> np.ndarray:
-        split = getattr(ctx, "split", None) or "predict"
-        done = dict(ctx.partial_predictions(split)) if ctx is not None else {}
         tokens = label_tokens(self.owner.encoding(), task.label_words)
-        todo = [e for e in examples if e.id not in done]
+        requests = [(e.id, self.owner.messages(task, e, self.shots), tokens) for e in examples]
+        done = self.answer_all(requests, ctx, getattr(ctx, "split", None) or "predict")
+        return np.array([done[e.id] for e in examples], dtype=float)
+
+    def score_many(self, prompts: list[str], choices: list, ctx=None) -> list[np.ndarray]:
+        """Log-probabilities of each prompt's choices (cross-task evals): the prompt is the user message."""
+        enc = self.owner.encoding()
+        requests = [(f"prompt-{fingerprint([self.model_id, p, list(c)])}", self.owner.prompt_messages(p, c), label_tokens(enc, c))
+                    for p, c in zip(prompts, choices)]
+        done = self.answer_all(requests, ctx, getattr(ctx, "split", None) or "eval")
+        return [np.log(np.clip(done[key], 1e-12, None)) for key, _, _ in requests]
+
+    def answer_all(self, requests: list[tuple[str, list[dict], list[str]]], ctx, split: str) -> dict[str, list[float]]:
+        """Ask every (key, messages, label tokens) not already answered; store each answer as it arrives."""
+        done = dict(ctx.partial_predictions(split)) if ctx is not None else {}
+        todo = [r for r in requests if r[0] not in done]
         counts = {"label_token_missing": 0, "no_label_token": 0}
         if todo:
             client = self.owner.client()
             with ThreadPoolExecutor(self.owner.options.max_concurrency) as pool:
-                futures = {pool.submit(self.ask, client, task, e): e for e in todo}
+                futures = {pool.submit(self.ask, client, messages): (key, tokens) for key, messages, tokens in todo}
                 try:
                     for future in _progress(ctx, as_completed(futures), len(futures), f"ask {self.model_id}"):
-                        example = futures[future]
+                        key, tokens = futures[future]
                         probs, missing = label_probs(future.result(), tokens, self.owner.options.missing_logprob)
                         counts["label_token_missing"] += missing > 0
                         counts["no_label_token"] += missing == len(tokens)
-                        done[example.id] = probs
+                        done[key] = probs
                         if ctx is not None:
-                            ctx.save_partial_prediction(split, example.id, probs)
+                            ctx.save_partial_prediction(split, key, probs)
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
         if ctx is not None and hasattr(ctx, "log_metric"):
             for name, value in counts.items():
                 ctx.log_metric(split, name, value)
-            ctx.log_metric(split, "resumed_predictions", len(examples) - len(todo))
-        return np.array([done[e.id] for e in examples], dtype=float)
+            ctx.log_metric(split, "resumed_predictions", len(requests) - len(todo))
+        return done
 
     def free(self) -> None:
         self.shots = []
@@ -269,6 +283,15 @@ class OpenAIModel(Model):
         for shot, answer in shots:
             out += [{"role": "user", "content": task.render(shot)}, {"role": "assistant", "content": task.label_words[answer]}]
         return out + [{"role": "user", "content": task.render(example)}]
+
+    def prompt_messages(self, prompt: str, choices) -> list[dict]:
+        """A ready-made prompt (e.g. a cross-task eval with its own k-shot prefix) as a chat request."""
+        system = self.options.system_prompt.format(choices=" or ".join(choices))
+        return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+
+    def pretrained(self, task) -> OpenAITrained:
+        """The base model, prompted zero-shot (cross-task evals of the strong model before training)."""
+        return OpenAITrained(self.options.model, self)
 
     def training_labels(self, soft_targets: np.ndarray, seed: int) -> np.ndarray:
         soft = np.asarray(soft_targets, dtype=float)
@@ -383,8 +406,8 @@ class OpenAIModel(Model):
         return OpenAITrained(meta["model"], self, shots, job=meta.get("job"))
 
     # -- cost ----------------------------------------------------------------
-    def estimate_cost(self, examples, task, kind: str) -> dict:
-        """Tokens (tiktoken) and USD a fit or predict stage would spend; list prices are options."""
+    def estimate_cost(self, examples, task, kind: str, k_shot: int = 0) -> dict:
+        """Tokens (tiktoken) and USD a fit, predict or eval stage would spend; list prices are options."""
         enc, o = self.encoding(), self.options
         examples = list(examples or [])
         longest = max(task.label_words, key=lambda w: len(enc.encode(w)))
@@ -395,14 +418,20 @@ class OpenAIModel(Model):
             epochs = self.train.n_epochs or o.estimate_epochs
             return {"tokens": per_epoch * epochs, "usd": per_epoch * epochs * o.price_train_per_1m / 1e6,
                     "what": f"fine-tune: {per_epoch} tokens x {epochs} epochs"}
+        if kind not in ("predict", "eval") or not examples:
+            return {"tokens": 0, "usd": 0.0, "what": kind}
         if kind == "predict":
             prompts = [chat_tokens(enc, self.messages(task, e)) for e in examples]
-            shot = (np.mean(prompts) - chat_tokens(enc, self.messages(task, examples[0])[:1]) + 4) if examples and o.k_shot else 0
-            tokens = int(sum(prompts) + len(examples) * o.k_shot * shot)
-            price_in, price_out = (o.price_ft_input_per_1m, o.price_ft_output_per_1m) if o.finetune else (o.price_input_per_1m, o.price_output_per_1m)
-            return {"tokens": tokens, "usd": tokens * price_in / 1e6 + len(examples) * price_out / 1e6,
-                    "what": f"{len(examples)} one-token completions"}
-        return {"tokens": 0, "usd": 0.0, "what": kind}
+            shots = o.k_shot if not o.finetune else 0
+        else:
+            prompts = [chat_tokens(enc, self.prompt_messages(task.render(e), task.label_words)) for e in examples]
+            shots = k_shot
+        demo = float(np.mean([len(enc.encode(task.render(e))) for e in examples])) + len(enc.encode(longest)) + 6
+        tokens = int(sum(prompts) + len(examples) * shots * demo)
+        price_in, price_out = (o.price_ft_input_per_1m, o.price_ft_output_per_1m) if o.finetune else (o.price_input_per_1m, o.price_output_per_1m)
+        note = " (fine-tuned prices: an upper bound)" if kind == "eval" and o.finetune else ""
+        return {"tokens": tokens, "usd": tokens * price_in / 1e6 + len(examples) * price_out / 1e6,
+                "what": f"{len(examples)} one-token completions{f', {shots}-shot' if shots else ''}{note}"}
 
 
 def _job_info(job) -> dict:

@@ -407,3 +407,30 @@ def test_the_api_key_never_reaches_the_db_artifacts_output_or_report(runner, tmp
     for text in outputs:
         assert KEY not in text
     assert fake.requests()[0]["status"] == 200  # the key was really sent (and accepted) by the client
+
+
+# -- acceptance: the seed study file, a tiny local BERT standing in for bert-base-uncased ----------------
+def test_the_sst2_bert_gpt4o_study_runs_end_to_end_on_the_fake_api(runner, tmp_path, sentiment_dir, tiny_bert, fake, monkeypatch):
+    monkeypatch.setenv("W2S_DATA_DIR", str(ROOT / "tests" / "fixtures" / "ethics"))  # the ETHICS evals read it
+    db = tmp_path / "w.db"
+    result = run_cli(runner, "study", "run", ROOT / "studies" / "sst2_bert_gpt4o.toml", "--db", db, "--yes", "--limit", "40",
+                     "--set", f"task.data_dir={sentiment_dir}", "--set", f"weak.options.path={tiny_bert}",
+                     "--set", f"strong.options.base_url={fake.url}", "--set", "strong.options.poll_seconds=0.05")
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    assert len(fake.jobs) == 2 and {j["status"] for j in fake.jobs.values()} == {"succeeded"}
+    assert {j["hyperparameters"]["n_epochs"] for j in fake.jobs.values()} == {3}
+    table = result.output.split("done; stored in")[1]
+    for row in ("weak (bert)", "student xent (bert->gpt-4o-mini)", "ceiling (gpt-4o-mini)", "PGR 95% CI"):
+        assert row in table
+    store = Store(db, readonly=True)
+    evals = {(r["task"], r["status"]) for r in store.db.query("SELECT task, status FROM stages WHERE kind = 'eval'")}
+    assert {t for t, _ in evals} == {f"ethics/{s}" for s in ("justice", "deontology", "virtue", "utilitarianism", "commonsense")}
+    assert {s for _, s in evals} == {"done"}
+    asked = {r["body"]["messages"][-1]["content"] for r in fake.requests("POST", "/v1/chat/completions")}
+    hard = (ROOT / "tests/fixtures/ethics/justice/justice_test_hard.csv").read_text().splitlines()[1].split(",", 1)[1]
+    assert any(hard in prompt for prompt in asked)  # Hard Test rows were asked too
+    pretrained = [r for r in fake.requests("POST", "/v1/chat/completions") if r["body"]["model"] == "gpt-4o-mini-2024-07-18"]
+    assert pretrained and all("reasonable" in r["body"]["messages"][0]["content"] or "yes" in r["body"]["messages"][0]["content"]
+                              or "wrong" in r["body"]["messages"][0]["content"] or "second" in r["body"]["messages"][0]["content"] for r in pretrained)
+    assert "ethics/justice" in table
