@@ -171,7 +171,8 @@ def study_compare(refs, db_path, as_json):
         for study in table["studies"]:
             r = pair["studies"].get(study["label"])
             values = [fmt(r[m]) for m in ("weak_acc", "student_acc", "ceiling_acc")] + [fmt(r["pgr"], 2), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), r["seeds"]] if r else ["-"] * 5 + [0]
-            rows.append([pair["task"], pair["weak"], pair["strong"], pair["loss"], study["label"], *values])
+            role = "" if pair["role"] == "evaluate" else f" ({pair['role']})"
+            rows.append([pair["task"], pair["weak"], pair["strong"], f"{pair['loss']}{role}", study["label"], *values])
     click.echo(tabulate(rows, headers=["task", "weak", "strong", "loss", "study", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "seeds"],
                         disable_numparse=True))
     click.echo("Values are means over each study's seeds; '-' means the study has no such pair.")

@@ -110,11 +110,18 @@ def describe(store: Store, ref: str) -> dict:
 
 # -- compare ---------------------------------------------------------------------
 COMPARED = ("weak_acc", "student_acc", "ceiling_acc", "pgr", "pgr_ci_low", "pgr_ci_high")
-PAIR = ("task", "weak", "strong", "loss")
+PAIR = ("task", "weak", "strong", "loss", "role")
+
+
+def evaluation_rows(store: Store, study_id: str) -> list[dict]:
+    """Headline rows plus chain steps and oracle rows (the `evaluations` view), else the `results` view."""
+    if store.db["evaluations"].exists():
+        return list(store.db.query("SELECT * FROM evaluations WHERE study_id = ? ORDER BY seed, loss", [study_id]))
+    return [{**r, "role": "evaluate"} for r in results(store, study_id)]
 
 
 def compare(store: Store, refs: list[str]) -> dict:
-    """Results of several studies aligned by (task, weak, strong, loss); seeds are averaged."""
+    """Results of several studies aligned by (task, weak, strong, loss, role); seeds are averaged."""
     if len(refs) < 2:
         raise W2SError("study compare: give at least two studies (id, id prefix or name)")
     studies = [store.find_study(ref) for ref in refs]
@@ -122,7 +129,7 @@ def compare(store: Store, refs: list[str]) -> dict:
     pairs: dict[tuple, dict] = {}
     for study, label in zip(studies, labels):
         grouped: dict[tuple, list[dict]] = {}
-        for r in results(store, study["id"]):
+        for r in evaluation_rows(store, study["id"]):
             grouped.setdefault(tuple(r[k] for k in PAIR), []).append(r)
         for key, rows in grouped.items():
             entry = pairs.setdefault(key, {**dict(zip(PAIR, key)), "studies": {}})

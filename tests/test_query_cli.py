@@ -108,6 +108,7 @@ def test_compare_aligns_pairs_and_json_round_trips(stored):
     assert [line[4] for line in logconf] == ["alpha", "beta"] and logconf[1][5:] == ["-"] * 5 + ["0"]
     data = json.loads(invoke("study", "compare", "alpha", "beta", "--db", db, "--json").stdout)
     assert [s["name"] for s in data["studies"]] == ["alpha", "beta"]
+    assert all(p["role"] == "evaluate" for p in data["pairs"])  # chain steps and oracle rows carry their own role
     pairs = {(p["strong"], p["loss"]): p for p in data["pairs"]}
     assert set(pairs) == {("bow-bigrams", "logconf"), ("bow-bigrams", "xent"), ("bow-trigram", "xent")}
     results = Store(db, readonly=True).db.query("SELECT * FROM results WHERE study_id = ? AND loss = 'xent'", [stored["a"]])
