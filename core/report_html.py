@@ -10,7 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import plots
-from .report import accuracy_rows, ci, fmt, results
+from .report import accuracy_rows, ci, fmt, results, results_table
 from .store import Store
 
 STYLE = """
@@ -71,6 +71,7 @@ def render_html(store: Store, study: dict, pngs: dict[str, Path]) -> str:
     chain = plots.chain_rows(store, sid)
     if chain:
         parts += ["<h2>Bootstrapping chain</h2>", chain_table(chain)]
+    parts += ["<h2>All result tables (as `w2s study show` prints them)</h2>", f"<pre>{_e(results_table(store, sid))}</pre>"]
     titles = {"accuracy": "Accuracy and PGR", "curves": "Training curves", "grid": "PGR across the grid", "chain": "Accuracy along the chain"}
     for name, path in pngs.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
