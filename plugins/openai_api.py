@@ -289,6 +289,12 @@ class OpenAIModel(Model):
         system = self.options.system_prompt.format(choices=" or ".join(choices))
         return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
 
+    def prompted(self, k_shot: int = 0) -> "OpenAIModel":
+        """The pretrained-strong baseline: this model prompted (zero- or k-shot), never fine-tuned."""
+        model = type(self)({**self.options.model_dump(), "finetune": False, "k_shot": k_shot}, self.train.model_dump())
+        model.label = f"{getattr(self, 'label', self.name)} (pretrained)"
+        return model
+
     def pretrained(self, task) -> OpenAITrained:
         """The base model, prompted zero-shot (cross-task evals of the strong model before training)."""
         return OpenAITrained(self.options.model, self)

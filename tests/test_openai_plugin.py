@@ -434,3 +434,45 @@ def test_the_sst2_bert_gpt4o_study_runs_end_to_end_on_the_fake_api(runner, tmp_p
     assert pretrained and all("reasonable" in r["body"]["messages"][0]["content"] or "yes" in r["body"]["messages"][0]["content"]
                               or "wrong" in r["body"]["messages"][0]["content"] or "second" in r["body"]["messages"][0]["content"] for r in pretrained)
     assert "ethics/justice" in table
+
+
+class Bar:
+    def set_postfix_str(self, text):
+        pass
+
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_ctrl_c_leaves_the_job_running_by_default_or_cancels_it_when_asked(fake, monkeypatch):
+    from openai import OpenAI
+
+    fake.jobs_released.clear()
+    client = OpenAI(api_key=KEY, base_url=fake.url)
+    upload = client.files.create(file=("t.jsonl", b"{}\n"), purpose="fine-tune")
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openai_api.time, "sleep", interrupt)
+    for cancel, expected in ((False, "validating_files"), (True, "cancelled")):
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=upload.id)
+        ctx = Ctx(f"k-{cancel}")
+        ctx.progress = lambda *a, **k: Bar()
+        model = openai_api.OpenAIModel({"base_url": fake.url, "cancel_on_interrupt": cancel})
+        with pytest.raises(KeyboardInterrupt):
+            model.wait(model.client(), job, ctx)
+        assert fake.jobs[job.id]["status"] == expected
+        assert len(fake.requests("POST", f"/v1/fine_tuning/jobs/{job.id}/cancel")) == int(cancel)
+    assert ctx.jobs["openai"]["status"] == "cancelled"
+
+
+def test_prompted_baseline_model_is_the_base_model_without_a_job():
+    model = openai_api.OpenAIModel({"top_logprobs": 5}, {"n_epochs": 2})
+    model.label = "gpt-4o-mini"
+    base = model.prompted(k_shot=3)
+    assert base.label == "gpt-4o-mini (pretrained)" and base.options.finetune is False and base.options.k_shot == 3
+    assert base.options.top_logprobs == 5 and base.spec() != model.spec()
