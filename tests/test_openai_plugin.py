@@ -94,6 +94,8 @@ def test_keys_set_stores_mode_0600_and_missing_key_is_one_line(runner, isolated_
     result = runner.invoke(cli, ["study", "run", str(f), "--db", str(tmp_path / "w.db"), "--yes"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == "Error: no openai API key: set OPENAI_API_KEY or run `w2s keys set openai`"
+    assert "Traceback" not in result.output and "running" not in result.output  # refused before any stage ran
+    assert runner.invoke(cli, ["study", "run", str(f), "--db", str(tmp_path / "w.db"), "--dry-run"]).exit_code == 0  # no key needed
     result = runner.invoke(cli, ["keys", "set", "openai"], input="sk-from-prompt\n")
     assert result.exit_code == 0, result.output
     path = isolated_home / "keys.json"
