@@ -191,3 +191,27 @@ def m003_eval_prompts(db):
             PRIMARY KEY (stage_key, split, example_id)
         )"""
     )
+
+
+@migrations()
+def m004_evaluations_view(db):
+    """Every evaluate-like stage with its role: evaluate (headline), chain_step, chain_direct, oracle_evaluate."""
+    metric = "(SELECT value FROM metrics m WHERE m.stage_key = ss.stage_key AND m.name = '{0}') AS {0}"
+    columns = ",\n            ".join(
+        metric.format(n) for n in ("weak_acc", "student_acc", "ceiling_acc", "baseline_acc", "pgr", "pgr_ci_low", "pgr_ci_high", "agreement", "n_test")
+    )
+    db.execute(
+        f"""
+        CREATE VIEW evaluations AS
+        SELECT
+            ss.study_id AS study_id, s.name AS study, ss.role AS role, ss.task AS task, ss.weak AS weak,
+            ss.strong AS strong, ss.loss AS loss, ss.seed AS seed,
+            {columns},
+            json_extract(st.output_json, '$.flags') AS flags,
+            st.status AS status
+        FROM study_stages ss
+        JOIN studies s ON s.id = ss.study_id
+        JOIN stages st ON st.key = ss.stage_key
+        WHERE ss.role IN ('evaluate', 'chain_step', 'chain_direct', 'oracle_evaluate')
+        """
+    )
