@@ -17,6 +17,12 @@ from conftest import study_toml, write_sentiment_tsvs
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def _html(text):
+    import html
+
+    return html.escape(text, quote=True)
+
+
 def assert_png(path):
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == PNG_SIGNATURE, path
@@ -59,7 +65,8 @@ def test_html_is_self_contained_and_holds_the_table_numbers(reported):
         for cell in cells[1:]:
             assert f">{cell}" in page
     flags = sorted({f for r in res for f in json.loads(r["flags"] or "[]")})
-    assert page.count("FLAG: ") == len(flags)
+    assert page.count("<p class='flag'>FLAG: ") == len(flags)
+    assert all(f"FLAG: {_html(f)}" in page for f in flags)
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert [base64.b64decode(i) for i in images] == [(reported["out"] / n).read_bytes() for n in ("accuracy.png", "curves.png")]
     assert "http://" not in page and "https://" not in page and "<script" not in page
@@ -102,7 +109,8 @@ def link(store, study_id, key, role, labels, metrics, bytes_=None):
 @pytest.fixture
 def constructed(tmp_path):
     store = Store(tmp_path / "w2s.db")
-    sid = store.upsert_study("constructed", "", {"study": {}}, "h", None, {})
+    chain = [{"model": m} for m in ("bow", "mini2", "mini6", "smol")]
+    sid = store.upsert_study("constructed", "", {"study": {}, "chain": chain}, "h", None, {})
     return store, sid
 
 
