@@ -148,3 +148,28 @@ def test_uninstall_refuses_built_ins_and_unknown_names():
     assert "built into w2s and cannot be uninstalled" in w2s("plugins", "uninstall", "sst2", "-y", check=False).stderr
     done = w2s("plugins", "uninstall", "no-such-plugin", "-y", check=False)
     assert done.returncode == 1 and "no installed plugin or package 'no-such-plugin'" in done.stderr
+
+
+def test_install_targets_resolve_registry_names_paths_and_requirements(tmp_path):
+    from w2s.api import W2SError
+    from w2s.installer import install_target
+
+    assert install_target("task-example") == (str(EXAMPLE), "task-example")
+    assert install_target(str(EXAMPLE)) == (str(EXAMPLE), None)
+    assert install_target("w2s-something>=0.2") == ("w2s-something>=0.2", None)
+    with pytest.raises(W2SError, match="'sst2' is built into w2s and already installed"):
+        install_target("sst2")
+    with pytest.raises(W2SError, match="no pyproject.toml or setup.py here"):
+        install_target(str(tmp_path))
+
+
+def test_available_lists_registry_and_marks_installed(runner):
+    from w2s.cli import cli
+
+    result = runner.invoke(cli, ["plugins", "available", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["sst2"]["installed"] is True and rows["sst2"]["source"] == "built-in"
+    example = rows["task-example"]
+    assert example["source"] == "third-party" and example["provides"] == ["example-spam"]
+    assert example["installed"] is installed("w2s-task-example") and example["install"] == "w2s plugins install task-example"

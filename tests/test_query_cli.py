@@ -206,3 +206,25 @@ def test_schema_docs_are_current():
     for table in ("studies", "stages", "metrics", "curves", "predictions", "studies_fts"):
         assert f"## Table `{table}`" in current
     assert "## View `results`" in current
+
+
+def test_browse_without_datasette_says_how_to_install(stored, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasette" else real(name, *a))
+    result = CliRunner().invoke(cli, ["browse", "--db", str(stored["db"])])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: Datasette is not installed; install it with `python -m pip install datasette`, then rerun `w2s browse`"
+
+
+def test_browse_opens_the_store_read_only_in_datasette(stored, monkeypatch):
+    import importlib.util
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(subprocess, "call", lambda args: calls.append(args) or 0)
+    result = CliRunner().invoke(cli, ["browse", "--db", str(stored["db"]), "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert calls[0][1:] == ["-m", "datasette", "serve", "-i", str(stored["db"]), "--port", "8123", "-o"]
