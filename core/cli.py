@@ -145,11 +145,22 @@ def study_show(ref, db_path, as_json, as_toml):
         click.echo(json.dumps(info, indent=2, default=str))
         return
     click.echo(f"study {info['name']} ({info['id']}), status {info['status']}, created {info['created']}")
+    click.echo(spec_summary(info["spec"]) + "\n")
     table = [[s["kind"], s["role"], s["model"], s["loss"] or "", s["seed"], s["status"], f"{s['seconds'] or 0:.1f}s",
               (s["error"] or "").splitlines()[0][:80] if s["error"] else ""] for s in info["stages"]]
     click.echo(tabulate(table, headers=["kind", "role", "model", "loss", "seed", "status", "time", "error"]))
     click.echo("")
     click.echo(results_table(store, info["id"]))
+
+
+def spec_summary(spec: dict) -> str:
+    """One line: task, models, losses and seeds of a stored spec (`--toml` prints all of it)."""
+    labels = lambda models: ", ".join(m.get("label") or m["model"] for m in models) or "-"
+    task = spec.get("task", {})
+    parts = [f"task {task.get('name')}" + (f" (data {task['data_dir']})" if task.get("data_dir") else "")]
+    parts += [f"chain {labels(spec['chain']).replace(', ', ' -> ')}"] if spec.get("chain") else [f"weak {labels(spec.get('weak', []))}", f"strong {labels(spec.get('strong', []))}"]
+    parts += [f"losses {labels([{'model': l['name'], 'label': l.get('label')} for l in spec.get('losses', [])])}", f"seeds {spec.get('study', {}).get('seeds')}"]
+    return "; ".join(parts)
 
 
 @study.command("compare")

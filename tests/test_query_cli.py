@@ -96,6 +96,9 @@ def test_show_json_and_toml(stored):
     assert {s["role"] for s in info["stages"]} >= {"weak", "student", "ceiling", "evaluate"}
     assert sorted(r["loss"] for r in info["results"]) == ["logconf", "xent"]
     assert all(0 <= r["weak_acc"] <= 1 for r in info["results"])
+    text = invoke("study", "show", "alpha", "--db", stored["db"]).stdout
+    assert f"task sst2 (data {stored['data']}); weak bow; strong bow-bigrams; losses xent, logconf; seeds [0]" in text
+    assert "evaluate" in text and "PGR" in text
     toml_text = invoke("study", "show", stored["a"][:8], "--db", stored["db"], "--toml").stdout
     assert toml_text.strip() == (stored["folder"] / "a.toml").read_text().strip()
 
