@@ -333,6 +333,8 @@ class OpenAIModel(Model):
             error = getattr(job, "error", None)
             message = getattr(error, "message", None) or "no error message"
             raise W2SError(f"fine-tuning job {job.id} {job.status}: {message}")
+        if hasattr(ctx, "output"):
+            ctx.output.update({"job_id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens})
         return OpenAITrained(job.fine_tuned_model, self, job=_job_info(job), events=events)
 
     def attach_or_launch(self, client, examples, answers, task, ctx):
@@ -377,7 +379,7 @@ class OpenAIModel(Model):
         bar = ctx.progress(None, total=None, desc=f"fine-tune {job.id}")
         try:
             while job.status not in TERMINAL:
-                bar.set_postfix_str(f"{job.status}, {job.trained_tokens or 0} tokens trained")
+                bar.set_postfix_str(f"{job.status}: {self.latest_event(client, job.id)}"[:100])
                 bar.update(1)
                 time.sleep(self.options.poll_seconds)
                 job = client.fine_tuning.jobs.retrieve(job.id)
@@ -392,6 +394,11 @@ class OpenAIModel(Model):
             bar.close()
         ctx.remember_job(PROVIDER, job.id, _job_info(job))
         return job
+
+    @staticmethod
+    def latest_event(client, job_id: str) -> str:
+        events = client.fine_tuning.jobs.list_events(job_id, limit=1).data
+        return events[0].message if events else ""
 
     def record_events(self, client, job_id: str, ctx) -> list[dict]:
         """All of the job's events, oldest first; metrics events become curves."""

@@ -143,6 +143,7 @@ def test_study_runs_end_to_end_against_the_fake_api(runner, tmp_path, sentiment_
     assert missing == {0.0}
     out = json.loads(next(store.db.query("SELECT output_json FROM stages WHERE role = 'student'"))["output_json"])
     assert out["soft_labels"] == "harden" and sum(out["label_counts"]) == 40
+    assert out["fine_tuned_model"] == fake.jobs[out["job_id"]]["fine_tuned_model"] and out["trained_tokens"] > 0
     print(result.output)
     assert "weak (bow)" in result.output and "ceiling (gpt-4o-mini)" in result.output
 
