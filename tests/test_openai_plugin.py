@@ -479,3 +479,15 @@ def test_prompted_baseline_model_is_the_base_model_without_a_job():
     base = model.prompted(k_shot=3)
     assert base.label == "gpt-4o-mini (pretrained)" and base.options.finetune is False and base.options.k_shot == 3
     assert base.options.top_logprobs == 5 and base.spec() != model.spec()
+
+
+@pytest.mark.slow
+def test_the_cost_estimate_in_the_study_header_matches_a_dry_run_on_the_real_data(runner, tmp_path, monkeypatch):
+    shared = ROOT.parent / "shared" / "data"
+    monkeypatch.setenv("W2S_DATA_DIR", str(shared / "ethics"))
+    study = ROOT / "studies" / "sst2_bert_gpt4o.toml"
+    result = run_cli(runner, "study", "run", study, "--db", tmp_path / "w.db", "--dry-run", "--set", f"task.data_dir={shared / 'sst2'}")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("fine-tune: 494612 tokens x 3 epochs") == 2  # the header's 2.97M training tokens
+    usd = float(re.search(r"estimated cost \$([\d.]+)", result.output).group(1))
+    assert 8.9 < usd < 9.5 and "about $9.50" in study.read_text()  # Test only here; Hard Test adds ~$0.27
