@@ -197,21 +197,28 @@ class OpenAITrained(Trained):
                 futures = {pool.submit(self.ask, client, messages): (key, tokens) for key, messages, tokens in todo}
                 try:
                     for future in _progress(ctx, as_completed(futures), len(futures), f"ask {self.model_id}"):
-                        key, tokens = futures[future]
-                        probs, missing = label_probs(future.result(), tokens, self.owner.options.missing_logprob)
-                        counts["label_token_missing"] += missing > 0
-                        counts["no_label_token"] += missing == len(tokens)
-                        done[key] = probs
-                        if ctx is not None:
-                            ctx.save_partial_prediction(split, key, probs)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
+                        self.keep(future, futures[future], done, counts, ctx, split)
+                except BaseException:  # Ctrl-C or a request that kept failing: keep the answers in flight
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    for future, item in futures.items():
+                        if item[0] not in done and future.done() and not future.cancelled() and future.exception() is None:
+                            self.keep(future, item, done, counts, ctx, split)
                     raise
         if ctx is not None and hasattr(ctx, "log_metric"):
             for name, value in counts.items():
                 ctx.log_metric(split, name, value)
             ctx.log_metric(split, "resumed_predictions", len(requests) - len(todo))
         return done
+
+    def keep(self, future, item: tuple[str, list[str]], done: dict, counts: dict, ctx, split: str) -> None:
+        """Turn one answer into label probabilities, count missing label tokens, and store it at once."""
+        key, tokens = item
+        probs, missing = label_probs(future.result(), tokens, self.owner.options.missing_logprob)
+        counts["label_token_missing"] += missing > 0
+        counts["no_label_token"] += missing == len(tokens)
+        done[key] = probs
+        if ctx is not None:
+            ctx.save_partial_prediction(split, key, probs)
 
     def free(self) -> None:
         self.shots = []

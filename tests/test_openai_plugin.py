@@ -491,3 +491,21 @@ def test_the_cost_estimate_in_the_study_header_matches_a_dry_run_on_the_real_dat
     assert result.output.count("fine-tune: 494612 tokens x 3 epochs") == 2  # the header's 2.97M training tokens
     usd = float(re.search(r"estimated cost \$([\d.]+)", result.output).group(1))
     assert 8.9 < usd < 9.5 and "about $9.50" in study.read_text()  # Test only here; Hard Test adds ~$0.27
+
+
+def test_a_request_that_fails_for_good_keeps_the_answers_in_flight_and_the_rerun_asks_only_the_rest(runner, tmp_path, sentiment_dir, fake):
+    unique_sentences(sentiment_dir)
+    fake.inject("/v1/chat/completions", 400)  # not retryable: the first predict stage fails
+    f, db = tmp_path / "s.toml", tmp_path / "w.db"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 1 and "BadRequestError" in result.output
+    chats = fake.requests("POST", "/v1/chat/completions")
+    failed_model = chats[0]["body"]["model"]
+    answered = [r["body"]["messages"][-1]["content"] for r in chats if r["body"]["model"] == failed_model and r["status"] == 200]
+    assert 1 <= len(answered) < 30 and db_count(db, "SELECT count(*) FROM partial_predictions") == len(answered)  # all kept
+    mark = len(fake.log)
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 0, result.output
+    again = [r["body"]["messages"][-1]["content"] for r in fake.log[mark:] if r["path"] == "/v1/chat/completions"]
+    assert len(again) == 30 - len(answered) and len(set(answered) | set(again)) == 30
