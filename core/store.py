@@ -42,6 +42,7 @@ class Store:
         if readonly:
             if not self.path.exists():
                 raise W2SError(f"{self.path}: no w2s database here yet; run a study first or pass --db PATH")
+            self._upgrade_schema()
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             self.db = sqlite_utils.Database(conn)
         else:
@@ -51,6 +52,18 @@ class Store:
             migrations.apply(self.db)
         self.db.execute("PRAGMA busy_timeout = 10000")
         self.artifacts_root = self.path.parent / "artifacts"
+
+    def _upgrade_schema(self) -> None:
+        """Apply pending migrations before a read-only open, so an older store gains new views and indexes."""
+        if not os.access(self.path, os.W_OK):
+            return
+        db = sqlite_utils.Database(self.path)
+        try:
+            db.execute("PRAGMA busy_timeout = 10000")
+            if migrations.pending(db):
+                migrations.apply(db)
+        finally:
+            db.close()
 
     # -- studies ---------------------------------------------------------
     def upsert_study(self, name: str, toml_text: str, spec: dict, hash_: str, path: str | None, versions: dict) -> str:
