@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from .store import Store  # noqa: E402
 
 COLORS = {"weak": "#9e9e9e", "student": "#1f77b4", "baseline": "#ff7f0e", "ceiling": "#2ca02c"}
-ACC_METRICS = ("weak_acc", "student_acc", "ceiling_acc", "pgr")
+ACC_COLORS = {"val": "#9467bd", "best": "#8c564b", "train": "#1f77b4", "": "#17becf"}
 
 
 # -- rows from the store ---------------------------------------------------------------
@@ -237,9 +237,18 @@ def _curve_panel(ax, stage: dict) -> None:
         if name == "lr":
             continue
         target = ax if "loss" in name else right
-        style = "o-" if len(steps) == 1 else "-"
-        lines += target.plot(steps, values, style, label=name, lw=1.2,
-                             color="#d62728" if "loss" in name else None)
+        color = "#d62728" if "loss" in name else next(ACC_COLORS[k] for k in ACC_COLORS if k in name or k == "")
+        if len(steps) == 1:
+            lines += target.plot(steps, values, "o", label=f"{name} {values[0]:.3f}", color=color)
+            ax.set_xticks(steps)
+            continue
+        window = max(1, len(values) // 15)
+        if window > 1:  # raw steps faint, a moving average on top
+            target.plot(steps, values, "-", lw=0.6, alpha=0.3, color=color)
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            lines += target.plot(steps[window - 1:], smooth, "-", lw=1.5, color=color, label=f"{name} (mean of {window})")
+        else:
+            lines += target.plot(steps, values, "-", lw=1.2, color=color, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if not any("loss" in name for name in stage["series"]):
