@@ -53,20 +53,46 @@ def choice_token_ids(tokenizer, choices) -> list[list[int]]:
     return ids
 
 
-def choice_logprobs(lm, input_ids, attention_mask, choice_ids: list[list[int]]):
-    """(B, K) summed log-probabilities of each choice's tokens after each right-padded prompt."""
+def hidden_states(lm, input_ids, attention_mask, prefix=None):
+    """Last hidden states of right-padded inputs, optionally after a cached shared prefix (cache, length)."""
+    import copy
+
+    import torch
+
+    if prefix is None:
+        return lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    cache, length = prefix
+    batch = input_ids.shape[0]
+    past = copy.deepcopy(cache)
+    past.batch_repeat_interleave(batch)
+    mask = torch.cat([torch.ones((batch, length), dtype=attention_mask.dtype, device=attention_mask.device), attention_mask], 1)
+    positions = (length + torch.arange(input_ids.shape[1], device=input_ids.device)).expand(batch, -1)
+    return lm.base_model(input_ids=input_ids, attention_mask=mask, past_key_values=past, position_ids=positions,
+                         use_cache=True).last_hidden_state
+
+
+def prefix_cache(lm, prefix_ids: list[int], device):
+    """The key/value cache of a prefix shared by every prompt of a batch (e.g. the k-shot demonstrations)."""
+    import torch
+
+    ids = torch.tensor([prefix_ids], device=device)
+    return lm.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values, len(prefix_ids)
+
+
+def choice_logprobs(lm, input_ids, attention_mask, choice_ids: list[list[int]], prefix=None):
+    """(B, K) summed log-probabilities of each choice's tokens after each right-padded prompt (after `prefix`)."""
     import torch
 
     lengths = attention_mask.sum(1)
     if all(len(c) == 1 for c in choice_ids):  # one forward: next-token distribution at the prompt end
-        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden_states(lm, input_ids, attention_mask, prefix)
         last = hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
         logp = torch.log_softmax(lm.get_output_embeddings()(last).float(), -1)
         return logp[:, [c[0] for c in choice_ids]]
-    return torch.stack([continuation_logprob(lm, input_ids, lengths, c) for c in choice_ids], dim=1)
+    return torch.stack([continuation_logprob(lm, input_ids, lengths, c, prefix) for c in choice_ids], dim=1)
 
 
-def continuation_logprob(lm, input_ids, lengths, choice: list[int]):
+def continuation_logprob(lm, input_ids, lengths, choice: list[int], prefix=None):
     """(B,) log-probability of the token sequence `choice` after each prompt."""
     import torch
 
@@ -77,7 +103,7 @@ def continuation_logprob(lm, input_ids, lengths, choice: list[int]):
     target = torch.tensor(choice, device=input_ids.device)
     for i, n in enumerate(lengths.tolist()):
         ids[i, :n], ids[i, n : n + m], mask[i, : n + m] = input_ids[i, :n], target, 1
-    hidden = lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    hidden = hidden_states(lm, ids, mask, prefix)
     rows = torch.arange(batch, device=ids.device).unsqueeze(1)
     positions = lengths.unsqueeze(1) - 1 + torch.arange(m, device=ids.device).unsqueeze(0)  # predicts choice[j]
     logp = torch.log_softmax(lm.get_output_embeddings()(hidden[rows, positions]).float(), -1)
@@ -111,6 +137,10 @@ class LMTrained(Trained):
         self.owner = owner
 
     def predict(self, examples, task, ctx=None):
+        if has_own_choices(task, examples):  # e.g. chess: each example scores its own legal moves
+            from w2s_plugins.lm_choices import predict_choices
+
+            return predict_choices(self, examples, task, ctx)
         scores = self.score_many([task.render(e) for e in examples], [task.label_words] * len(examples))
         return np.stack([softmax(s) for s in scores]) if scores else np.zeros((0, task.num_labels))
 
@@ -131,10 +161,12 @@ class LMTrained(Trained):
             for group_choices, idx in groups.items():
                 ids = choice_token_ids(self.tokenizer, group_choices)
                 encoded = self.encode([prompts[i] for i in idx], max(len(c) for c in ids))
+                shared, encoded = split_shared_prefix(encoded)
+                prefix = prefix_cache(self.lm, shared, self.owner.device) if shared else None
                 for batch in length_buckets([len(e["input_ids"]) for e in encoded], self.owner.train.eval_batch_size,
                                             np.random.default_rng(0), shuffle=False):
                     inputs = self.tokenizer.pad([encoded[b] for b in batch], return_tensors="pt").to(self.owner.device)
-                    logp = choice_logprobs(self.lm, inputs["input_ids"], inputs["attention_mask"], ids).cpu().numpy()
+                    logp = choice_logprobs(self.lm, inputs["input_ids"], inputs["attention_mask"], ids, prefix).cpu().numpy()
                     for b, row in zip(batch, logp):
                         out[idx[b]] = row.astype(float)
         return out
@@ -154,6 +186,27 @@ class LMTrained(Trained):
         self.lm = None
 
 
+def split_shared_prefix(encoded: list[dict], minimum: int = 16) -> tuple[list[int], list[dict]]:
+    """The token prefix all prompts share (e.g. k-shot demonstrations, computed once) and the rest of each.
+
+    Exact: the model sees the same tokens; every prompt keeps at least one token of its own.
+    """
+    if len(encoded) < 2:
+        return [], encoded
+    first, shortest = encoded[0]["input_ids"], min(len(e["input_ids"]) for e in encoded)
+    n = 0
+    while n < shortest - 1 and all(e["input_ids"][n] == first[n] for e in encoded):
+        n += 1
+    if n < minimum:
+        return [], encoded
+    return list(first[:n]), [{"input_ids": e["input_ids"][n:], "attention_mask": e["attention_mask"][n:]} for e in encoded]
+
+
+def has_own_choices(task, examples) -> bool:
+    """True when each example carries its own choice list instead of the task's label words."""
+    return task.kind != "binary" and bool(examples) and examples[0].choices is not None
+
+
 def softmax(scores: np.ndarray) -> np.ndarray:
     z = np.exp(scores - scores.max())
     return z / z.sum()
@@ -169,13 +222,20 @@ def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     """Fine-tune the whole LM so the label words' log-probabilities fit the soft targets."""
     if getattr(model.train, "mode", "finetune") != "finetune":
         raise W2SError(f"{model.label}.train.mode: head = \"lm\" fine-tunes the LM itself; set mode = \"finetune\" or head = \"classifier\"")
+    if has_own_choices(task, examples):  # per-example choice lists (chess moves): w2s_plugins.lm_choices
+        from w2s_plugins.lm_choices import fit_choices
+
+        return fit_choices(model, examples, soft_targets, loss, task, ctx)
     seed_everything(ctx.seed)
     trained = pretrained_lm(model)
     ids = choice_token_ids(trained.tokenizer, task.label_words)
     head = label_word_head_class()(trained.lm, ids)
     encoded = trained.encode([task.render(e) for e in examples], max(len(c) for c in ids))
     collate = lambda batch: trained.tokenizer.pad(batch, return_tensors="pt")  # noqa: E731
-    fit_module(head, encoded, np.asarray(soft_targets), loss, model.train, collate, ctx, model.device, desc=f"fit {model.label} (lm)")
+    validation = getattr(ctx, "validation", None)  # oracle GT early stopping (engine: gt_early_stopping)
+    evaluate = (lambda: float((trained.predict(validation.examples, task).argmax(1) == validation.labels).mean())) if validation else None
+    fit_module(head, encoded, np.asarray(soft_targets), loss, model.train, collate, ctx, model.device, desc=f"fit {model.label} (lm)",
+               evaluate=evaluate, eval_every=validation.eval_every if validation else 0)
     return trained
 
 

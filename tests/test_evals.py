@@ -166,3 +166,20 @@ def test_eval_table_errors_are_one_line(tmp_path, tiny_bert, table, message):
     with pytest.raises(W2SError) as err:
         parse_study(text)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_shared_prefix_cache_gives_the_same_scores(tiny_gpt2, monkeypatch):
+    import numpy as np
+
+    import w2s_plugins.hf_lm as hf_lm
+    from w2s.plugins import make_model
+
+    trained = make_model("hf", {"path": str(tiny_gpt2), "head": "lm", "max_length": 200}, {"eval_batch_size": 3}, "s").pretrained(None)
+    demos = "the film was good and fun . answer : yes\n\nthe movie was bad and dull . answer : no\n\n"
+    prompts = [demos + q for q in ["the plot was great . answer :", "a film . answer :", "the actors were awful but fun . answer :", "it was dull"]]
+    choices = [["yes", "no", "not very good"]] * 4  # single- and multi-token choices
+    shared, rest = hf_lm.split_shared_prefix(trained.encode(prompts))
+    assert len(shared) >= 16 and all(len(r["input_ids"]) >= 1 for r in rest)
+    cached = np.array(trained.score_many(prompts, choices))
+    monkeypatch.setattr(hf_lm, "split_shared_prefix", lambda encoded, minimum=16: ([], encoded))
+    assert np.allclose(cached, np.array(trained.score_many(prompts, choices)), atol=1e-5)
