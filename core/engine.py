@@ -30,7 +30,7 @@ from . import __version__, plugins
 from .api import Example, Loss, Model, Task, Trained, W2SError, fingerprint
 from .evals import plan_evals
 from .methods import Validation, baseline_model, grid_pairs, plan_chain
-from .metrics import agreement, bootstrap_accuracy, bootstrap_pgr, classification_metrics, pgr, pgr_flags
+from .metrics import agreement, bootstrap_accuracy, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags
 from .store import Store
 from .study import Study
 
@@ -123,6 +123,34 @@ def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros((len(labels), k), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0
     return out
+
+
+def has_own_choices(task: Task, examples: list[Example]) -> bool:
+    """True when each example carries its own choice list (e.g. legal chess moves): predictions are ragged."""
+    return task.kind != "binary" and bool(examples) and examples[0].choices is not None
+
+
+def ground_truth_targets(task: Task, examples: list[Example]):
+    """One-hot targets: an (n, num_labels) array, or one array per example over its own choices."""
+    if has_own_choices(task, examples):
+        return [one_hot(np.array([e.label]), len(e.choices))[0] for e in examples]
+    return one_hot(np.array([e.label for e in examples]), task.num_labels)
+
+
+def as_targets(task: Task, examples: list[Example], rows):
+    """Predictions or stored probabilities as fit targets: an (n, K) array, or a list of 1-D arrays."""
+    if has_own_choices(task, examples):
+        return [np.asarray(r, dtype=np.float32) for r in rows]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def prediction_metrics(task: Task, examples: list[Example], probs, labels: np.ndarray) -> dict[str, float]:
+    """classification_metrics, or for per-example choices accuracy plus the task's own `metrics` hook."""
+    if not has_own_choices(task, examples):
+        return classification_metrics(probs, labels)
+    out = choice_accuracy(probs, labels)
+    hook = getattr(task, "metrics", None)
+    return {**out, **(hook(examples, probs) if callable(hook) else {})}
 
 
 def data_fingerprint(examples: list[Example]) -> str:
@@ -225,10 +253,10 @@ class Protocol:
 
         def run(rc: RunContext) -> StageResult:
             if targets is None:
-                soft = one_hot(split.labels, self.task.num_labels)
+                soft = ground_truth_targets(self.task, split.examples)
             else:
                 stored = self.store.predictions(targets.key, targets.split or "transfer")
-                soft = np.array([stored[e.id] for e in split.examples], dtype=np.float32)
+                soft = as_targets(self.task, split.examples, [stored[e.id] for e in split.examples])
             if validation is not None:
                 rc.validation = Validation(validation.examples, validation.labels, spec["gt_early_stopping"]["eval_every"])
             trained = model.fit(split.examples, soft, loss, self.task, rc)
@@ -249,8 +277,8 @@ class Protocol:
 
         def run(rc: RunContext) -> StageResult:
             trained = rc.engine.trained(fit)
-            probs = np.asarray(trained.predict(split.examples, self.task, rc), dtype=float)
-            metrics = {**rc.metrics, **{(split.name, k): v for k, v in classification_metrics(probs, split.labels).items()}}
+            probs = as_targets(self.task, split.examples, trained.predict(split.examples, self.task, rc))
+            metrics = {**rc.metrics, **{(split.name, k): v for k, v in prediction_metrics(self.task, split.examples, probs, split.labels).items()}}
             return StageResult(predictions={split.name: (split.ids, probs, split.labels)}, metrics=metrics, curves=rc.curves, output=rc.output)
 
         title = f"predict {fit.model.label} ({fit.role}{' ' + fit.labels['loss'] if fit.role == 'student' else ''}) on {split.name}"

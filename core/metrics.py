@@ -26,6 +26,13 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     return out
 
 
+def choice_accuracy(probs, labels) -> dict[str, float]:
+    """Accuracy over per-example choice lists (ragged probs); a row with no mass counts as wrong."""
+    labels = np.asarray(labels, dtype=int)
+    preds = np.array([int(np.argmax(p)) if float(np.sum(p)) > 0 else -1 for p in probs], dtype=int)
+    return {"accuracy": float(accuracy_score(labels, preds)) if len(labels) else float("nan"), "n": float(len(labels))}
+
+
 def pgr(weak: float, student: float, ceiling: float) -> float:
     """Performance gap recovered; NaN when the ceiling does not beat the weak model."""
     gap = ceiling - weak

@@ -170,7 +170,7 @@ class Store:
                         "example_id": example_id,
                         "prob": p[1] if len(p) == 2 else max(p),
                         "probs_json": json.dumps(p),
-                        "pred": int(max(range(len(p)), key=p.__getitem__)),
+                        "pred": int(max(range(len(p)), key=p.__getitem__)) if sum(p) > 0 else -1,  # -1: no answer (e.g. illegal move)
                         "label": None if label is None else int(label),
                     }
                 )

@@ -1,0 +1,255 @@
+"""Chess puzzles: Lichess rows -> examples, illegal-move handling, the generator, engine supervisors, a study."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2s import plugins
+from w2s.api import W2SError
+from w2s.cli import cli
+from w2s.metrics import choice_accuracy
+from w2s_plugins import chess_puzzles
+from w2s_plugins.chess_puzzles import ChessPuzzlesTask
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = "PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags"
+ROWS = [  # rows of the Lichess puzzle database (https://database.lichess.org/#puzzles)
+    "00008,r6k/pp2r2p/4Rp1Q/3p4/8/1N1P2R1/PqP2bPP/7K b - - 0 24,f2g3 e6e7 b2b1 b3c1 b1c1 h6c1,1913,75,94,6230,crushing hangingPiece long middlegame,https://lichess.org/787zsVup/black#47,",
+    "0000D,5rk1/1p3ppp/pq3b2/8/8/1P1Q1N2/P4PPP/3R2K1 w - - 2 27,d3d6 f8d8 d6d8 f6d8,1585,74,97,443,advantage endgame short,https://lichess.org/F8M8OS71#53,",
+    "0009B,r2qr1k1/b1p2ppp/pp4n1/P1P1p3/4P1n1/B2P2Pb/3NBP1P/RN1QR1K1 b - - 1 16,b6c5 e2g4 h3g4 d1g4,1102,75,95,1091,advantage middlegame short,https://lichess.org/4MWQCxQ6/black#32,Kings_Pawn_Game",
+]
+
+
+def stockfish_or_skip() -> str:
+    """Stockfish for the tests that need it; in CI (.ci/run installs it) a missing binary is a failure."""
+    try:
+        return chess_puzzles.find_stockfish()
+    except W2SError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must install stockfish (apt-get install -y stockfish): {exc}")
+        pytest.skip(f"stockfish is not installed (apt-get install stockfish): {exc}")
+
+
+@pytest.fixture
+def puzzle_file(tmp_path):
+    path = tmp_path / "puzzles.csv"
+    path.write_text("\n".join([HEADER, *ROWS]) + "\n")
+    return path
+
+
+def load_all(path, **options):
+    task = ChessPuzzlesTask({"file": str(path), "test_frac": 0.01, **options})
+    return task, {e.id: e for e in task.load("train") + task.load("test")}
+
+
+def test_first_move_is_applied_and_target_is_the_second(puzzle_file):
+    task, examples = load_all(puzzle_file)
+    assert sorted(examples) == ["00008", "0000D", "0009B"]
+    e = examples["00008"]
+    assert e.meta["moves_san"] == "24...Bxg3"
+    assert e.meta["board_fen"] == "r6k/pp2r2p/4Rp1Q/3p4/8/1N1P2b1/PqP3PP/7K w - - 0 25"
+    assert e.choices[e.label] == "Rxe7" and e.meta["target"] == "Rxe7"
+    assert e.choices == tuple(sorted(e.choices)) and "hxg3" in e.choices and "Bxg3" not in e.choices
+    assert examples["0000D"].choices[examples["0000D"].label] == "Rd8"
+    assert examples["0009B"].choices[examples["0009B"].label] == "Bxg4"
+    assert task.render(e) == "FEN: r6k/pp2r2p/4Rp1Q/3p4/8/1N1P2R1/PqP2bPP/7K b - - 0 24\nMoves: 24...Bxg3\nBest move:"
+    assert task.target_text(e) == " Rxe7"
+
+
+def test_file_without_header_and_multiple_choice_framing(tmp_path):
+    path = tmp_path / "noheader.csv"
+    path.write_text("\n".join(r.rsplit(",", 1)[0] for r in ROWS) + "\n")  # old layout: 9 columns, no header
+    task, examples = load_all(path, framing="multiple_choice")
+    assert task.kind == "multiple_choice" and len(examples) == 3
+    prompt = task.render(examples["0000D"])
+    assert "\nLegal moves: " in prompt and " Rd8 " in prompt and prompt.endswith("Best move:")
+
+
+def test_filters_rating_themes_count(puzzle_file):
+    assert sorted(load_all(puzzle_file, min_rating=1500)[1]) == ["00008", "0000D"]
+    assert sorted(load_all(puzzle_file, max_rating=1600)[1]) == ["0000D", "0009B"]
+    assert sorted(load_all(puzzle_file, themes=["endgame", "hangingPiece"])[1]) == ["00008", "0000D"]
+    assert sorted(load_all(puzzle_file, count=2)[1]) == ["00008", "0000D"]
+
+
+def test_splits_are_disjoint_and_stable(puzzle_file):
+    task = ChessPuzzlesTask({"file": str(puzzle_file), "test_frac": 0.5})
+    train, test = {e.id for e in task.load("train")}, {e.id for e in task.load("test")}
+    assert train | test == {"00008", "0000D", "0009B"} and not train & test
+    assert {e.id for e in ChessPuzzlesTask({"file": str(puzzle_file), "test_frac": 0.5}).load("test")} == test
+
+
+def test_bad_rows_and_missing_file_are_one_line_errors(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "\n" + ROWS[0].replace("f2g3 e6e7", "f2g3 e6e8") + "\n")
+    with pytest.raises(W2SError, match=r"puzzle 00008: move 'e6e8' is not legal in its position; fix or drop that row"):
+        load_all(path)
+    with pytest.raises(W2SError, match="make-puzzles"):
+        ChessPuzzlesTask({"file": str(tmp_path / "nope.csv")}).load("train")
+    (tmp_path / "cols.csv").write_text("PuzzleId,Rating\nx,1\n")
+    with pytest.raises(W2SError, match=r"missing column\(s\) \['FEN', 'Moves'\]"):
+        ChessPuzzlesTask({"file": str(tmp_path / "cols.csv")}).load("train")
+
+
+def test_generated_moves_are_checked_for_legality(puzzle_file):
+    task, examples = load_all(puzzle_file)
+    e = examples["00008"]
+    assert task.choice_index(e, " Rxe7 and wins") == e.label
+    assert task.choice_index(e, "e6e7") == e.label  # UCI is understood too
+    assert task.choice_index(e, "Qxh7") is not None  # legal, but wrong
+    assert task.choice_index(e, "Bxg3") is None  # the opponent's move: not legal for white here
+    assert task.choice_index(e, "Ke9") is None and task.choice_index(e, "") is None
+    es = [examples["00008"], examples["0000D"], examples["0009B"]]
+    right = np.eye(len(es[0].choices))[es[0].label]
+    wrong = np.eye(len(es[1].choices))[(es[1].label + 1) % len(es[1].choices)]
+    illegal = np.zeros(len(es[2].choices))  # what a generation model returns for an illegal move
+    if es[2].label == 0:
+        assert int(np.argmax(illegal)) == es[2].label  # argmax alone would count it right
+    m = task.metrics(es, [right, wrong, illegal])
+    assert m == {"exact_match": pytest.approx(1 / 3), "illegal_moves": 1.0, "illegal_rate": pytest.approx(1 / 3)}
+    assert choice_accuracy([right, wrong, np.zeros(3)], [es[0].label, 0, 0])["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_missing_stockfish_says_how_to_install(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(chess_puzzles, "FALLBACK_STOCKFISH", str(tmp_path / "none"))
+    result = runner.invoke(cli, ["chess", "make-puzzles", "--n", "2", "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: stockfish not found on PATH or in /usr/games: install it with `apt-get install stockfish` or pass --stockfish PATH"
+    )
+    result = runner.invoke(cli, ["chess", "make-puzzles", "--stockfish", str(tmp_path / "sf"), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 1 and "no such executable" in result.output and "Traceback" not in result.output
+
+
+def test_make_puzzles_is_valid_and_reproducible(runner, tmp_path):
+    stockfish = stockfish_or_skip()
+    outs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for out in outs:
+        result = runner.invoke(cli, ["chess", "make-puzzles", "--n", "4", "--seed", "3", "--depth", "6", "--stockfish", stockfish, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "wrote 4 puzzles" in result.output
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    lines = outs[0].read_text().splitlines()
+    assert lines[0] == HEADER and len(lines) == 5
+    task, examples = load_all(outs[0])
+    assert len(examples) == 4
+    for e in examples.values():  # every target is a legal move of the solving position
+        assert task.choice_index(e, e.meta["target"]) == e.label
+    themes = [e.meta["themes"].split() for e in examples.values()]
+    assert all(("mate" in t) == any(x.startswith("mateIn") for x in t) for t in themes)
+
+
+def test_engine_supervisor_predicts_over_legal_moves(puzzle_file):
+    stockfish = stockfish_or_skip()
+    task, examples = load_all(puzzle_file)
+    es = list(examples.values())
+    model = plugins.make_model("chess_engine", {"path": stockfish, "depth": 6, "multipv": 3}, {}, "strong")
+    trained = model.fit(es, None, None, task, None)
+    probs = trained.predict(es, task)
+    for e, p in zip(es, probs):
+        assert p.shape == (len(e.choices),) and p.sum() == pytest.approx(1.0) and (p > 0).sum() <= 3
+    one = plugins.make_model("chess_engine", {"path": stockfish, "depth": 6}, {}, "strong").fit(es, None, None, task, None).predict(es, task)
+    assert [int(np.argmax(p)) for p in one] == [int(np.argmax(p)) for p in probs]
+    assert all(sorted(p.tolist())[-1] == 1.0 for p in one)
+    with pytest.raises(W2SError, match=r"strong.options: .*set a search limit"):
+        plugins.make_model("chess_engine", {}, {}, "strong")
+
+
+def test_engine_ladder_study_with_chain(runner, tmp_path):
+    """Depth-1 supervises depth-6 directly and through depth 3: accuracy table, PGR rows, chain rows."""
+    stockfish_or_skip()
+    data = ROOT / "studies" / "data" / "chess"
+    study = tmp_path / "chess.toml"
+    study.write_text(f"""
+[study]
+name = "chess-ladder-test"
+seeds = [0]
+chain_transfer = "same"
+
+[task]
+name = "chess_puzzles"
+data_dir = "{data}"
+n_weak_train = 4
+n_transfer = 8
+n_test = 12
+[task.options]
+file = "puzzles.csv"
+
+[[chain]]
+model = "chess_engine"
+label = "sf-d1"
+options = {{ depth = 1 }}
+[[chain]]
+model = "chess_engine"
+label = "sf-d3"
+options = {{ depth = 3 }}
+[[chain]]
+model = "chess_engine"
+label = "sf-d6"
+options = {{ depth = 6 }}
+""")
+    db = tmp_path / "w2s.db"
+    result = runner.invoke(cli, ["study", "run", str(study), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    acc = dict(con.execute("""SELECT st.model || ':' || st.role, m.value FROM metrics m JOIN stages st ON st.key = m.stage_key
+                              WHERE m.name = 'accuracy' AND m.split = 'test'""").fetchall())
+    assert set(acc) >= {"sf-d1:weak_test", "sf-d3:student_test", "sf-d6:student_test", "sf-d6:ceiling_test"}
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+    illegal = con.execute("SELECT DISTINCT value FROM metrics WHERE name = 'illegal_moves'").fetchall()
+    assert illegal == [(0.0,)]  # engines only ever answer legal moves
+    roles = {r[0] for r in con.execute("SELECT role FROM stages WHERE kind = 'evaluate'")}
+    assert roles == {"chain_step", "chain_direct"}
+    assert "sf-d1" in result.output and "sf-d6" in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_char_lm(tmp_path_factory):
+    """A 2-layer GPT-2 (n_embd 32) over characters, so any FEN or SAN move tokenizes offline."""
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-char-lm")
+    chars = ["[PAD]", "[UNK]", "[EOS]", *dict.fromkeys(string.printable)]
+    backend = Tokenizer(models.BPE({c: i for i, c in enumerate(chars)}, merges=[], unk_token="[UNK]"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    config = GPT2Config(vocab_size=len(chars), n_embd=32, n_layer=2, n_head=2, n_positions=256, bos_token_id=2, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm):
+    """hf head = "lm" on chess: multi-token SAN choices scored after the prompt; training moves the target up."""
+    from w2s_plugins.lm_choices import generate_choices
+
+    class Ctx:
+        seed, curves = 0, []
+
+        def log_curve(self, step, name, value):
+            self.curves.append((step, name, value))
+
+    task, examples = load_all(puzzle_file)
+    es = list(examples.values())
+    train = {"epochs": 4, "batch_size": 3, "lr": 3e-3, "warmup_frac": 0.0}
+    model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm", "max_length": 160}, train, "strong")
+    before = model.pretrained(task).predict(es, task)
+    for e, p in zip(es, before):
+        assert p.shape == (len(e.choices),) and p.sum() == pytest.approx(1.0)
+    targets = [np.eye(len(e.choices))[e.label] for e in es]
+    trained = model.fit(es, targets, plugins.make_loss("xent", {}, "loss"), task, Ctx())
+    after = trained.predict(es, task)
+    assert all(a[e.label] > b[e.label] for e, a, b in zip(es, after, before))
+    generated, texts = generate_choices(trained, es, task)
+    m = task.metrics(es, generated)
+    assert len(texts) == 3 and m["illegal_moves"] == sum(p.sum() == 0 for p in generated)
