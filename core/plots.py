@@ -48,7 +48,7 @@ def accuracy_panels(rows: list[dict]) -> list[dict]:
         for loss in losses:
             of_loss = [r for r in group if r["loss"] == loss]
             bar = _bar(f"student\n{loss}", "student", of_loss, "student_acc")
-            bar.update(pgr=_stat(of_loss, "pgr"), pgr_low=_stat(of_loss, "pgr_ci_low"), pgr_high=_stat(of_loss, "pgr_ci_high"))
+            bar.update(zip(("pgr", "pgr_low", "pgr_high"), mean_ci(of_loss, "pgr")))
             bars.append(bar)
         if any(r.get("baseline_acc") is not None for r in group):
             bars.append(_bar("strong\npretrained", "baseline", group, "baseline_acc"))
@@ -59,18 +59,24 @@ def accuracy_panels(rows: list[dict]) -> list[dict]:
 
 
 def _bar(label: str, kind: str, rows: list[dict], metric: str) -> dict:
-    """Mean over seeds; the error bar is the bootstrap CI (one seed) or a 95% t-interval over seeds."""
+    """One bar: the mean over seeds with its 95% CI (see `mean_ci`)."""
+    value, low, high, n = mean_ci(rows, metric)
+    return {"label": label, "kind": kind, "value": value, "low": low, "high": high, "n_seeds": n}
+
+
+def mean_ci(rows: list[dict], metric: str) -> tuple:
+    """(mean over seeds, CI low, CI high, n seeds): the stored bootstrap CI for one seed, a t-interval across seeds otherwise."""
     seeds = sorted({r["seed"] for r in rows if r.get(metric) is not None}, key=str)
     per_seed = [_stat([r for r in rows if r["seed"] == seed], metric) for seed in seeds]
-    value = float(np.mean(per_seed)) if per_seed else None
-    if len(per_seed) >= 2:
-        from scipy import stats
+    if not per_seed:
+        return None, None, None, 0
+    value = float(np.mean(per_seed))
+    if len(per_seed) == 1:
+        return value, _stat(rows, f"{metric}_ci_low"), _stat(rows, f"{metric}_ci_high"), 1
+    from scipy import stats
 
-        half = stats.t.ppf(0.975, len(per_seed) - 1) * float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
-        low, high = value - half, value + half
-    else:
-        low, high = _stat(rows, f"{metric}_ci_low"), _stat(rows, f"{metric}_ci_high")
-    return {"label": label, "kind": kind, "value": value, "low": low, "high": high, "n_seeds": len(per_seed)}
+    half = stats.t.ppf(0.975, len(per_seed) - 1) * float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
+    return value, value - half, value + half, len(per_seed)
 
 
 def _stat(rows: list[dict], metric: str) -> float | None:
@@ -111,8 +117,8 @@ def grid_rows(store: Store, study_id: str) -> list[dict]:
     for r in rows:
         grouped.setdefault((r["weak"], r["strong"], r["loss"]), []).append(r)
     return [
-        {"weak": w, "strong": s, "loss": loss, "pgr": _stat(g, "pgr"), "pgr_ci_low": _stat(g, "pgr_ci_low"),
-         "pgr_ci_high": _stat(g, "pgr_ci_high"), "ceiling_acc": _stat(g, "ceiling_acc"), **sizes.get(s, {})}
+        {"weak": w, "strong": s, "loss": loss, **dict(zip(("pgr", "pgr_ci_low", "pgr_ci_high", "seeds"), mean_ci(g, "pgr"))),
+         "ceiling_acc": _stat(g, "ceiling_acc"), **sizes.get(s, {})}
         for (w, s, loss), g in sorted(grouped.items(), key=lambda kv: tuple(map(str, kv[0])))
     ]
 
@@ -146,20 +152,21 @@ def chain_rows(store: Store, study_id: str) -> list[dict]:
         if not order:
             continue
         first = [r for r in of_loss if r["weak"] == order[0]]
-        out.append({"loss": loss, "position": 0, "model": order[0], "kind": "M1 (ground truth)",
-                    "accuracy": _stat(first, "weak_acc"), "low": _stat(first, "weak_acc_ci_low"), "high": _stat(first, "weak_acc_ci_high")})
+        out.append({"loss": loss, "position": 0, "model": order[0], "kind": "M1 (ground truth)", **_acc(first, "weak_acc")})
         for i, model in enumerate(order[1:], 1):
             step = [r for r in of_loss if r["strong"] == model]
-            out.append({"loss": loss, "position": i, "model": model, "kind": "chain student",
-                        "accuracy": _stat(step, "student_acc"), "low": _stat(step, "student_acc_ci_low"),
-                        "high": _stat(step, "student_acc_ci_high"), "pgr": _stat(step, "pgr"),
-                        "ceiling": _stat(step, "ceiling_acc")})
+            out.append({"loss": loss, "position": i, "model": model, "kind": "chain student", **_acc(step, "student_acc"),
+                        "pgr": _stat(step, "pgr"), "ceiling": _stat(step, "ceiling_acc")})
         last = [r for r in direct if r["loss"] == loss]
         if last:
             out.append({"loss": loss, "position": len(order) - 1, "model": order[-1], "kind": "direct M1 -> Mn",
-                        "accuracy": _stat(last, "student_acc"), "low": _stat(last, "student_acc_ci_low"),
-                        "high": _stat(last, "student_acc_ci_high"), "pgr": _stat(last, "pgr")})
+                        **_acc(last, "student_acc"), "pgr": _stat(last, "pgr")})
     return out
+
+
+def _acc(rows: list[dict], metric: str) -> dict:
+    value, low, high, _ = mean_ci(rows, metric)
+    return {"accuracy": value, "low": low, "high": high}
 
 
 def _chain_order(edges: set[tuple]) -> list:
@@ -290,6 +297,8 @@ def grid_figure(rows: list[dict], path: Path) -> Path:
         ax.set_xticks(list(position.values()), list(position.keys()), fontsize=8)
         ax.set_xlabel("strong model (ordered by ceiling accuracy)")
     ax.axhline(0, color="black", lw=0.6)
+    pgrs = [r["pgr"] for r in rows if r.get("pgr") is not None] or [0.0]
+    ax.set_ylim(min(min(pgrs) - 0.5, -0.25), max(max(pgrs) + 0.5, 1.1))  # wide CIs are clipped, not the points
     ax.set_ylabel("performance gap recovered (PGR)")
     ax.set_title("PGR across the grid of weak and strong models", fontsize=10)
     ax.grid(alpha=0.3)

@@ -92,6 +92,10 @@ def test_accuracy_panels_average_seeds_with_a_t_interval():
     assert (weak["low"], weak["high"]) == pytest.approx((0.6 - half, 0.6 + half), abs=1e-5)
     assert ceiling["low"] == pytest.approx(0.9) and ceiling["high"] == pytest.approx(0.9)
     assert student["pgr"] == pytest.approx(sum(r["pgr"] for r in rows) / 3)
+    import statistics
+
+    pgr_half = 4.302653 * statistics.stdev(r["pgr"] for r in rows) / 3**0.5  # across seeds, like the accuracy bars
+    assert (student["pgr_low"], student["pgr_high"]) == pytest.approx((student["pgr"] - pgr_half, student["pgr"] + pgr_half), abs=1e-5)
     one_seed = plots.accuracy_panels(rows[:1])[0]["bars"][0]
     assert (one_seed["low"], one_seed["high"]) == pytest.approx((0.55, 0.65))  # the bootstrap CI
 
