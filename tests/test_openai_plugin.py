@@ -366,10 +366,12 @@ def test_kill_midway_through_inference_then_rerun_never_asks_an_answered_prompt_
         return [(r["body"]["model"], r["body"]["messages"][-1]["content"]) for r in entries
                 if r["path"] == "/v1/chat/completions" and (answered is None or (r["answered"] and r["status"] == 200) == answered)]
 
-    def answered_and_stored():
-        answered = len(asked(fake.log, True))
-        held = [r for r in fake.log if r.get("held")]
-        return held and answered >= 12 and db_count(db, "SELECT count(*) FROM partial_predictions") == answered
+    def answered_and_stored():  # nothing in flight but the held requests, and every answer stored
+        chats = [r for r in list(fake.log) if r["path"] == "/v1/chat/completions"]
+        settled = all(r["answered"] or r.get("held") for r in chats)
+        answered = len(asked(chats, True))
+        return settled and any(r.get("held") for r in chats) and answered >= 12 \
+            and db_count(db, "SELECT count(*) FROM partial_predictions") == answered
 
     wait_for(answered_and_stored, proc, out)
     proc.send_signal(signal.SIGKILL)
