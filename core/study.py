@@ -202,6 +202,8 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
         spec.task.n_weak_train = min(spec.task.n_weak_train, limit)
         spec.task.n_transfer = min(spec.task.n_transfer, limit)
         spec.task.n_test = min(spec.task.n_test or limit, limit)
+        for ev in spec.eval:  # cross-task evals too: a smoke run must not pay for full eval sets
+            ev.n = min(ev.n or limit, limit)
     if spec.task.data_dir and path is not None and not Path(spec.task.data_dir).expanduser().is_absolute():
         spec.task.data_dir = str((path.parent / spec.task.data_dir).resolve())
     if spec.task.data_dir and not Path(spec.task.data_dir).is_dir():
