@@ -76,7 +76,9 @@ def render_html(store: Store, study: dict, pngs: dict[str, Path]) -> str:
     for name, path in pngs.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts.append(f"<h2>{titles.get(name, name)}</h2><img alt='{_e(name)}' src='data:image/png;base64,{data}'>")
-    parts += ["<h2>Study definition</h2>", f"<pre>{_e(study['toml'])}</pre>"]
+    parts += ["<h2>Stages</h2>", stages_table(store, sid)]
+    parts += ["<h2>Study definition</h2>", f"<p class='meta'>Rerun it (finished stages are cached): <code>w2s study rerun {_e(sid)}</code></p>",
+              f"<pre>{_e(study['toml'])}</pre>"]
     versions = json.loads(study.get("versions_json") or "{}")
     if versions:
         parts += ["<h2>Versions</h2>", f"<pre>{_e(json.dumps(versions, indent=2))}</pre>"]
@@ -95,6 +97,14 @@ def pgr_table(res: list[dict]) -> str:
              fmt(r["pgr"], 2), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), fmt(r["agreement"])] for r in res]
     headers = ["seed", "weak", "strong", "loss", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "agreement"]
     return tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True)
+
+
+def stages_table(store: Store, study_id: str) -> str:
+    from .studies import stage_rows
+
+    rows = [[s["kind"], s["role"], s["model"], s["loss"] or "", s["seed"], s["status"], f"{s['seconds'] or 0:.1f}s", s["key"]]
+            for s in stage_rows(store, study_id)]
+    return tabulate(rows, headers=["kind", "role", "model", "loss", "seed", "status", "time", "stage key"], tablefmt="html", disable_numparse=True)
 
 
 def chain_table(rows: list[dict]) -> str:
