@@ -44,7 +44,7 @@ def cli():
 
 @cli.group()
 def study():
-    """Run, list and show studies."""
+    """Run, list, show, compare, rerun and delete studies."""
 
 
 @study.command("run")
@@ -291,7 +291,7 @@ def parse_param(item: str) -> tuple[str, object]:
 @cli.group(name="plugins", invoke_without_command=True)
 @click.pass_context
 def plugins_group(ctx):
-    """List installed plugins (tasks, models, losses)."""
+    """List (the default), install and uninstall plugins: tasks, models, losses."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(plugins_list)
 
