@@ -139,6 +139,18 @@ def label_probs(top: list[tuple[str, float]], tokens: list[str], floor: float | 
     return (probs / probs.sum()).tolist(), missing
 
 
+def balanced_picks(answers: np.ndarray, k: int, seed: int) -> list[int]:
+    """Indices of k demonstrations, their answers as balanced as the labels allow, in a seeded order."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(answers == y))) for y in np.unique(answers)]
+    picks: list[int] = []
+    while len(picks) < min(k, len(answers)):
+        for queue in queues:
+            if queue and len(picks) < k:
+                picks.append(int(queue.pop()))
+    return [picks[i] for i in rng.permutation(len(picks))]
+
+
 # -- the model ---------------------------------------------------------------
 class OpenAITrained(Trained):
     """A fine-tuned (or base, prompted) chat model id, plus the few-shot examples of a prompted baseline."""
@@ -327,8 +339,7 @@ class OpenAIModel(Model):
         if hasattr(ctx, "output"):
             ctx.output.update({"soft_labels": self.options.soft_labels, "label_counts": np.bincount(answers, minlength=task.num_labels).tolist()})
         if not self.options.finetune:
-            rng = np.random.default_rng(ctx.seed)
-            picks = rng.choice(len(examples), size=min(self.options.k_shot, len(examples)), replace=False)
+            picks = balanced_picks(answers, self.options.k_shot, ctx.seed)
             return OpenAITrained(self.options.model, self, [(examples[i], int(answers[i])) for i in picks])
         if loss.fn is not plugins.losses()["xent"].obj:
             raise W2SError(f"loss {loss.name!r}: the OpenAI fine-tuning API trains on labels only; use loss xent for openai students")

@@ -520,3 +520,11 @@ def test_limit_caps_the_cross_task_evals_too(runner, tmp_path, sentiment_dir, mo
     assert result.exit_code == 0, result.output
     counts = [int(n) for n in re.findall(r"eval .* (\d+) one-token completions", result.output)]
     assert len(counts) == 18 and max(counts) == 3  # 3 models x (5 Test + 1 Hard Test with fixture data), <= 3 rows each
+
+
+def test_k_shot_demonstrations_are_label_balanced_and_seeded():
+    answers = np.array([0] * 90 + [1] * 10)
+    picks = openai_api.balanced_picks(answers, 4, seed=0)
+    assert sorted(answers[picks]) == [0, 0, 1, 1] and len(set(picks)) == 4
+    assert picks == openai_api.balanced_picks(answers, 4, seed=0) != openai_api.balanced_picks(answers, 4, seed=1)
+    assert len(openai_api.balanced_picks(answers[:3], 8, seed=0)) == 3
