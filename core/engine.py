@@ -342,8 +342,9 @@ class Protocol:
         ceiling_test = self.predict_stage("ceiling_test", ceiling, t, seed, ceiling.labels)
         links = [(ceiling, "ceiling", ceiling.labels), (ceiling_test, "ceiling_test", ceiling.labels)]
         baseline_test = None
-        probe = baseline_model(strong, self.study.spec.study.baseline)
-        if probe is not None:  # strong before fine-tuning: a probe on frozen features, fit on A's ground truth
+        header = self.study.spec.study
+        probe = baseline_model(strong, header.baseline, header.baseline_k_shot)
+        if probe is not None:  # strong before fine-tuning (k-shot prompt or linear probe), fit on A's ground truth
             baseline = self.fit_stage("baseline", probe, a, self.ground_truth, None, seed, {**pair, "loss": None})
             baseline_test = self.predict_stage("baseline_test", baseline, t, seed, baseline.labels)
             links += [(baseline, "baseline", baseline.labels), (baseline_test, "baseline_test", baseline.labels)]

@@ -16,12 +16,14 @@ is fit on B_(n-1), the same examples as the last chain step, against the same ce
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .api import Example, Model, W2SError, fingerprint
+from .api import Example, Model, Trained, W2SError, fingerprint
 
 if TYPE_CHECKING:
     from .engine import Protocol, Split, Stage
@@ -45,12 +47,23 @@ def grid_pairs(weak: list[Model], strong: list[Model]) -> list[tuple[Model, list
     return [(w, [s for s in strong if rank[id(w)] < rank[id(s)]]) for w in weak]
 
 
-def baseline_model(strong: Model, kind: str) -> Model | None:
-    """The strong model before fine-tuning: a linear probe on its frozen features (None if unsupported)."""
+def baseline_model(strong: Model, kind: str, k_shot: int = 4) -> Model | None:
+    """The strong model before fine-tuning, fit on A's ground truth (None when it has none).
+
+    prompt: k-shot prompting (demonstrations drawn from A) for prompt-capable models, e.g. causal
+    LMs with hf head = "lm" or openai; linear_probe: a linear head on frozen features (encoders);
+    auto: prompt when the model can, else linear_probe when it can, else none.
+    """
+    from .evals import prompt_capable
+
     if kind == "none":
         return None
-    if kind == "prompt":
-        raise W2SError("study.baseline = 'prompt': k-shot prompt baselines are not available yet; use 'linear_probe' or 'auto'")
+    if kind == "prompt" or (kind == "auto" and prompt_capable(strong)):
+        if hasattr(strong, "prompted"):
+            return strong.prompted(k_shot)
+        if prompt_capable(strong) and hasattr(strong, "pretrained"):
+            return PromptBaseline(strong, k_shot)
+        raise W2SError(f"study.baseline = 'prompt': model {strong.label!r} cannot score prompts (hf: set head = \"lm\"); use 'linear_probe' or 'auto'")
     if "linear_probe" not in strong.capabilities:
         if kind == "auto":
             return None
@@ -59,6 +72,54 @@ def baseline_model(strong: Model, kind: str) -> Model | None:
     model = type(strong)(strong.options.model_dump(), train)
     model.label = f"{strong.label} (pretrained)"
     return model
+
+
+class PromptBaseline(Model):
+    """A prompt-capable strong model as released, shown k ground-truth demonstrations from its fit split."""
+
+    name = "prompt-baseline"
+    version = "1"
+    capabilities = frozenset({"prompt"})
+
+    def __init__(self, strong: Model, k_shot: int):
+        self.strong, self.k_shot = strong, k_shot
+        self.options, self.train = strong.options, strong.train
+        self.label = f"{strong.label} (pretrained, {k_shot}-shot)"
+
+    def spec(self) -> dict:
+        return {"model": self.name, "version": self.version, "strong": self.strong.spec(), "k_shot": self.k_shot}
+
+    def fit(self, examples, soft_targets, loss, task, ctx) -> "PromptedTrained":
+        from .evals import balanced_shots
+
+        shots = balanced_shots(list(examples), self.k_shot, task.num_labels, ctx.seed)
+        return PromptedTrained(self.strong.pretrained(task), [s.id for s in shots], shots)
+
+    def load(self, path, task) -> "PromptedTrained":
+        meta = json.loads(Path(path).read_text())
+        shots = [Example(s["id"], s["text"], s["label"], meta=s["meta"]) for s in meta["shots"]]
+        return PromptedTrained(self.strong.pretrained(task), meta["ids"], shots)
+
+
+class PromptedTrained(Trained):
+    """Label-word scores of the pretrained model after a few-shot prefix."""
+
+    def __init__(self, base: Trained, ids: list[str], shots: list[Example]):
+        self.base, self.ids, self.shots = base, ids, shots
+
+    def predict(self, examples, task, ctx=None) -> np.ndarray:
+        from .evals import fewshot_prefix, softmax_rows
+
+        prefix = fewshot_prefix(task, self.shots)
+        scores = self.base.score_many([prefix + task.render(e) for e in examples], [task.label_words] * len(examples))
+        return softmax_rows(scores) if scores else np.zeros((0, task.num_labels))
+
+    def save(self, path: Path) -> None:
+        shots = [{"id": s.id, "text": s.text, "label": s.label, "meta": s.meta} for s in self.shots]
+        Path(path).write_text(json.dumps({"ids": self.ids, "shots": shots}, default=str))
+
+    def free(self) -> None:
+        self.base.free()
 
 
 def plan_chain(p: "Protocol", seed: int, weak_train: "Split", test: "Split") -> list[tuple["Stage", str, dict]]:

@@ -20,6 +20,7 @@ class StudyHeader(Options):
     notes: str = ""
     chain_transfer: Literal["fresh", "same"] = "fresh"  # chains: a fresh transfer split per step, or one shared split
     baseline: Literal["none", "auto", "linear_probe", "prompt"] = "none"  # the strong model before fine-tuning
+    baseline_k_shot: int = Field(default=4, ge=0)  # demonstrations for a prompt baseline, drawn from A
 
 
 class GTEarlyStopping(Options):

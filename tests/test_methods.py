@@ -358,3 +358,36 @@ def test_minilm_truncated_to_two_layers():
     tokenizer, module = model.build(2)
     assert module.backbone.config.num_hidden_layers == 2 and len(module.backbone.encoder.layer) == 2
     assert model.spec()["options"]["num_layers"] == 2
+
+
+def test_prompt_baseline_for_causal_lm_and_lm_head_oracle(runner, tmp_path, sentiment_dir, tiny_gpt2):
+    strong = f"""[strong]
+model = "hf"
+label = "gpt"
+options = {{ path = "{tiny_gpt2}", head = "lm", max_length = 128 }}
+train = {{ epochs = 1, batch_size = 16, lr = 1e-3 }}
+"""
+    text = (header(sentiment_dir, "prompt", n_test=20, study_extra='baseline = "auto"\nbaseline_k_shot = 2')
+            + '[weak]\nmodel = "bow"\n\n' + strong + "\n[gt_early_stopping]\nn_val = 10\neval_every = 1\n")
+    result, db = run(runner, tmp_path, text)
+    assert result.exit_code == 0, result.output
+    fit = next(db.query("select * from stages where role = 'baseline' and kind = 'fit'"))
+    assert json.loads(fit["model_json"])["model"] == "prompt-baseline" and json.loads(fit["model_json"])["k_shot"] == 2
+    saved = json.loads(Path(next(db.query("select path from artifacts where stage_key = ?", [fit["key"]]))["path"]).read_text())
+    weak_train = set(json.loads(next(db.query("select ids_json from splits where name = 'weak_train'"))["ids_json"]))
+    assert set(saved["ids"]) <= weak_train and sorted(s["label"] for s in saved["shots"]) == [0, 1]
+    # the stored baseline probabilities are the pretrained LM's label-word scores after the 2-shot prefix
+    from w2s.evals import fewshot_prefix, softmax_rows
+
+    model = plugins.make_model("hf", {"path": str(tiny_gpt2), "head": "lm", "max_length": 128}, {}, "strong")
+    task = plugins.make_task("sst2", {}, sentiment_dir, "task")
+    shots = [Example(s["id"], s["text"], s["label"]) for s in saved["shots"]]
+    stored = next(db.query("select p.example_id, p.probs_json from predictions p join stages st on st.key = p.stage_key "
+                           "where st.role = 'baseline_test' order by p.example_id limit 1"))
+    example = next(e for e in task.load("test") if e.id == stored["example_id"])
+    scores = model.pretrained(task).score_many([fewshot_prefix(task, shots) + task.render(example)], [task.label_words])
+    np.testing.assert_allclose(json.loads(stored["probs_json"]), softmax_rows(scores)[0], atol=1e-5)
+    assert "Strong Model (pretrained) (gpt)" in result.output
+    # the LM-head student also supports the oracle: validation accuracy after every step
+    key = next(db.query("select key from stages where role = 'student_oracle'"))["key"]
+    assert db.execute("select count(*) from curves where stage_key = ? and name = 'val_acc'", [key]).fetchone()[0] == 2  # 30 examples / 16

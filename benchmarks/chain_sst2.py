@@ -1,0 +1,70 @@
+"""Benchmark: the bootstrapping chain of studies/chain_sst2.toml on real SST-2; writes wall time and results.
+
+    python benchmarks/chain_sst2.py [--data ../shared/data/sst2] [--db PATH] [--out benchmarks/results/chain_sst2.json]
+
+bow -> minilm-l2 (MiniLM-L6 truncated to 2 layers) -> minilm-l6 -> smollm2-135m, each step on a
+fresh 300-example transfer split, beside the direct bow -> smollm2-135m transfer. A fresh store is
+used unless --db is given, so every stage is really run and timed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+from w2s.engine import Engine
+from w2s.report import results_table
+from w2s.store import Store
+from w2s.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("role", "weak", "strong", "loss", "seed", "weak_acc", "student_acc", "ceiling_acc", "pgr", "pgr_ci_low", "pgr_ci_high", "agreement", "n_test")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("W2S_DATA_DIR") or str(ROOT.parent / "shared" / "data" / "sst2"))
+    parser.add_argument("--study", default=str(ROOT / "studies" / "chain_sst2.toml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="study override, e.g. task.n_transfer=100")
+    parser.add_argument("--db", help="store to use (default: a fresh temporary one)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "chain_sst2.json"))
+    args = parser.parse_args()
+    study = load_study(args.study, [f"task.data_dir={json.dumps(str(Path(args.data).resolve()))}", *args.overrides])
+    db_path = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db"
+    store = Store(db_path)
+    start = time.perf_counter()
+    study_id = Engine(store).run(study)
+    wall = time.perf_counter() - start
+    db = sqlite_utils.Database(db_path)
+    stages = db.query(
+        "SELECT kind, role, model, seconds FROM stages WHERE key IN (SELECT stage_key FROM study_stages WHERE study_id = ?) ORDER BY started",
+        [study_id])
+    evaluations = db.query("SELECT * FROM evaluations WHERE study_id = ? ORDER BY role DESC, rowid", [study_id])
+    report = results_table(store, study_id)
+    out = {
+        "benchmark": "chain_sst2",
+        "chain": [m.label for m in study.chain],
+        "chain_transfer": study.spec.study.chain_transfer,
+        "data": args.data,
+        "n_weak_train": study.spec.task.n_weak_train,
+        "n_transfer_per_step": study.spec.task.n_transfer,
+        "n_test": study.spec.task.n_test,
+        "evaluations": [{k: r[k] for k in COLUMNS} for r in evaluations],
+        "stage_seconds": [{"kind": s["kind"], "role": s["role"], "model": s["model"], "seconds": round(s["seconds"] or 0, 1)} for s in stages],
+        "wall_seconds": round(wall, 1),
+        "report": report.splitlines(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_at_end": os.getloadavg()},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(report)
+    print(f"wall time {wall:.0f}s; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
