@@ -428,6 +428,9 @@ def test_the_sst2_bert_gpt4o_study_runs_end_to_end_on_the_fake_api(runner, tmp_p
     table = result.output.split("done; stored in")[1]
     for row in ("weak (bert)", "student xent (bert->gpt-4o-mini)", "ceiling (gpt-4o-mini)", "PGR 95% CI"):
         assert row in table
+    baseline = [r for r in fake.requests("POST", "/v1/chat/completions") if r["body"]["model"] == "gpt-4o-mini-2024-07-18"
+                and len(r["body"]["messages"]) == 10]  # system + 4 demonstrations (user, assistant) + the input
+    assert len(baseline) == 40 and "gpt-4o-mini (pretrained)" in table  # the prompted baseline row, on every test sentence
     store = Store(db, readonly=True)
     evals = {(r["task"], r["status"]) for r in store.db.query("SELECT task, status FROM stages WHERE kind = 'eval'")}
     assert {t for t, _ in evals} == {f"ethics/{s}" for s in ("justice", "deontology", "virtue", "utilitarianism", "commonsense")}
@@ -435,9 +438,9 @@ def test_the_sst2_bert_gpt4o_study_runs_end_to_end_on_the_fake_api(runner, tmp_p
     asked = {r["body"]["messages"][-1]["content"] for r in fake.requests("POST", "/v1/chat/completions")}
     hard = (ROOT / "tests/fixtures/ethics/justice/justice_test_hard.csv").read_text().splitlines()[1].split(",", 1)[1]
     assert any(hard in prompt for prompt in asked)  # Hard Test rows were asked too
-    pretrained = [r for r in fake.requests("POST", "/v1/chat/completions") if r["body"]["model"] == "gpt-4o-mini-2024-07-18"]
-    assert pretrained and all("reasonable" in r["body"]["messages"][0]["content"] or "yes" in r["body"]["messages"][0]["content"]
-                              or "wrong" in r["body"]["messages"][0]["content"] or "second" in r["body"]["messages"][0]["content"] for r in pretrained)
+    systems = {r["body"]["messages"][0]["content"].rsplit(":", 1)[1] for r in fake.requests("POST", "/v1/chat/completions")
+               if r["body"]["model"] == "gpt-4o-mini-2024-07-18"}  # the pretrained model: SST-2 baseline and ETHICS evals
+    assert systems == {" negative or positive.", " unreasonable or reasonable.", " no or yes.", " first or second.", " acceptable or wrong."}
     assert "ethics/justice" in table
 
 
