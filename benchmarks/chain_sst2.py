@@ -3,7 +3,7 @@
     python benchmarks/chain_sst2.py [--data ../shared/data/sst2] [--db PATH] [--out benchmarks/results/chain_sst2.json]
 
 bow -> minilm-l2 (MiniLM-L6 truncated to 2 layers) -> minilm-l6 -> smollm2-135m, each step on a
-fresh 300-example transfer split, beside the direct bow -> smollm2-135m transfer. A fresh store is
+fresh 200-example transfer split, beside the direct bow -> smollm2-135m transfer. A fresh store is
 used unless --db is given, so every stage is really run and timed.
 """
 
