@@ -16,7 +16,9 @@ Label words, one prompt per subset (label index = index in `label_words`):
   justification/excuse is reasonable).
 - virtue: scenario is "sentence [SEP] trait"; 0 "no", 1 "yes" (does the trait fit the character).
 - commonsense, commonsense_long: 0 "acceptable", 1 "wrong" (the CSV label is 1 when the narrator's
-  action is clearly wrong). commonsense_long keeps the is_short == False rows of the cm files.
+  action is clearly wrong). The cm files hold both: commonsense keeps the is_short == True rows
+  (one-to-three-sentence scenarios), commonsense_long the is_short == False rows (Reddit posts),
+  so the two columns of the ETHICS table never share an example.
 - utilitarianism: the CSV has two unlabelled columns, the first scenario being the more pleasant.
   The order shown is randomised per row with a seed derived from the row's text (stable across runs
   and machines); label words 0 "first", 1 "second" name the more pleasant one as shown.
@@ -61,7 +63,7 @@ TEMPLATES = {
 }
 TEMPLATES["commonsense_long"] = TEMPLATES["commonsense"]
 COLUMNS = {"justice": ["label", "scenario"], "deontology": ["label", "scenario", "excuse"], "virtue": ["label", "scenario"],
-           "commonsense": ["label", "input"], "commonsense_long": ["label", "input", "is_short"]}
+           "commonsense": ["label", "input", "is_short"], "commonsense_long": ["label", "input", "is_short"]}
 
 
 def row_seed(*texts: str) -> int:
@@ -129,7 +131,7 @@ class EthicsTask(Task):
         require_columns(rows, COLUMNS[subset], where, "expected the original ETHICS CSV layout")
         out = []
         for i, r in enumerate(rows):
-            if subset == "commonsense_long" and is_true(r["is_short"]):
+            if subset.startswith("commonsense") and is_true(r["is_short"]) != (subset == "commonsense"):
                 continue
             out.append(Example(id=f"{subset}-{self.part(split)}-{i}", label=self.label_of(r, where, i), **self.fields(r)))
         return out

@@ -48,8 +48,9 @@ def test_deontology_and_virtue_fields():
 def test_commonsense_and_long_commonsense():
     short = ethics("commonsense").load("test")
     long = ethics("commonsense_long").load("test")
-    assert len(short) == 8 and len(long) == 4
-    assert all(e.text.startswith(("AITA", "WIBTA")) for e in long)
+    assert len(short) == 4 and len(long) == 4  # is_short True / False rows of the same file
+    assert all(e.text.startswith(("AITA", "WIBTA")) for e in long) and not any(e.text.startswith("AITA") for e in short)
+    assert [e.label for e in short] == [0, 1, 0, 1]
     assert [e.label for e in long] == [1, 0, 1, 0]
     assert ethics("commonsense").label_words == ("acceptable", "wrong")
 
@@ -160,3 +161,78 @@ def test_reasonable_wins_when_the_model_says_reasonable(wordpiece_tokenizer):
     trained = lm_trained({(":", "un"): 3.0, (":", "reasonable"): 6.0, ("un", "##reasonable"): 12.0}, wordpiece_tokenizer)
     task = ethics("justice")
     assert (trained.predict(task.load("test"), task).argmax(1) == 1).all()
+
+
+def ethics_study(tmp_path, gpt2, subset="justice", split="test"):
+    study = tmp_path / f"{subset}.toml"
+    study.write_text(f"""
+[study]
+name = "ethics-{subset}"
+
+[task]
+name = "ethics"
+options = {{ subset = "{subset}", split = "{split}" }}
+data_dir = "{ETHICS}"
+n_weak_train = 8
+n_transfer = 12
+
+[weak]
+model = "bow"
+
+[strong]
+model = "hf"
+[strong.options]
+path = "{gpt2}"
+head = "lm"
+max_length = 64
+[strong.train]
+epochs = 1
+batch_size = 12
+""")
+    return study
+
+
+def test_ethics_is_a_training_task_too(tmp_path, runner, tiny_gpt2):
+    from w2s.cli import cli
+    from w2s.store import Store
+
+    db = tmp_path / "w2s.db"
+    result = runner.invoke(cli, ["study", "run", str(ethics_study(tmp_path, tiny_gpt2)), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    row = next(Store(db, readonly=True).db.query("SELECT task, n_test, weak_acc, ceiling_acc FROM results"))
+    assert (row["task"], row["n_test"]) == ("ethics", 8) and 0 <= row["ceiling_acc"] <= 1
+
+
+def test_missing_subset_file_in_a_study_is_one_cli_line(tmp_path, runner, tiny_gpt2):
+    from w2s.cli import cli
+
+    study = ethics_study(tmp_path, tiny_gpt2, "deontology", "test_hard")
+    result = runner.invoke(cli, ["study", "run", str(study), "--db", str(tmp_path / "w2s.db")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output
+    assert str(study) in lines[0] and "deontology_test_hard.csv not found" in lines[0]
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ethics"
+
+
+@pytest.mark.slow
+def test_real_ethics_csvs_load_in_every_subset():
+    sizes = {s: len(ethics(s, data_dir=SHARED).load("test")) for s in
+             ("justice", "deontology", "virtue", "utilitarianism", "commonsense", "commonsense_long")}
+    assert sizes == {"justice": 2704, "deontology": 3596, "virtue": 4975, "utilitarianism": 4808, "commonsense": 2109,
+                     "commonsense_long": 1776}
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_scores_label_words():
+    """The packaged SmolLM2-135M GGUF loads as a causal LM in head = "lm" mode and scores ETHICS prompts."""
+    model = make_model("smollm2-135m", {"head": "lm", "max_length": 256}, {"eval_batch_size": 8}, "strong")
+    assert model.options.gguf_file and model.scores_prompts()
+    trained = model.pretrained(None)
+    task = ethics("justice", data_dir=SHARED)
+    examples = task.load("test")[:8]
+    probs = trained.predict(examples, task)
+    assert probs.shape == (8, 2) and np.allclose(probs.sum(1), 1)
+    scores = trained.score(task.render(examples[0]), ["unreasonable", "reasonable", "not reasonable at all"])
+    assert scores.shape == (3,) and scores[2] < min(scores[:2])  # a 4-token answer is less likely than one word

@@ -58,7 +58,7 @@ task = "ethics"
 options = {{ subset = "commonsense" }}
 data_dir = "{FIXTURES / 'ethics'}"
 splits = ["test", "test_hard"]
-n = 5
+n = 2
 k_shot = 2
 models = ["strong_pretrained", "weak"]
 {extra_evals}
@@ -98,7 +98,8 @@ def test_eval_stages_table_prompts_and_cache(tmp_path, runner, tiny_gpt2):
     # prompt models: k = 2 label-balanced shots from the train split; commonsense has no train file
     pre = rows[("ethics/justice", "test", "strong_pretrained")]
     assert pre["k_shot"] == 2 and pre["shot_source"] == "train split" and pre["scoring"] == "label-word log-probabilities"
-    assert rows[("ethics/commonsense", "test", "strong_pretrained")]["shot_source"].startswith("unscored rows of the test file")
+    cm = rows[("ethics/commonsense", "test", "strong_pretrained")]
+    assert cm["shot_source"].startswith("unscored rows of the test file") and cm["k_shot"] == 2
     # the classifier-head weak model (bow) shares the 2-label space: scored, with the mapping stated
     assert rows[("ethics/justice", "test", "weak")]["mapping"] == "negative->unreasonable, positive->reasonable"
     # never silent: missing Hard Test file and a different label space are stored as skipped rows
@@ -115,6 +116,9 @@ def test_eval_stages_table_prompts_and_cache(tmp_path, runner, tiny_gpt2):
     prompts = [r["prompt"] for r in store.db.query("SELECT prompt FROM eval_prompts WHERE stage_key = ?", [key])]
     assert len(prompts) == 6 and all(p.count("Answer:") == 3 for p in prompts)
     assert all(p.endswith("Question: Is this justification reasonable or unreasonable?\nAnswer:") for p in prompts)
+    cm_key = pre_key(store, "ethics/commonsense", "test", "strong_pretrained")
+    cm_scored = {r["example_id"] for r in store.db.query("SELECT example_id FROM eval_prompts WHERE stage_key = ?", [cm_key])}
+    assert len(cm_scored) == 2 and not cm_scored & set(cm["shots"])  # shots never include a scored example
     weak_key = pre_key(store, "ethics/justice", "test", "weak")
     assert next(store.db.query("SELECT count(*) AS c FROM eval_prompts WHERE stage_key = ?", [weak_key]))["c"] == 6
 
