@@ -319,15 +319,17 @@ def chain_figure(rows: list[dict], path: Path) -> Path:
             if r.get("pgr") is not None:
                 ax.annotate(f"PGR {r['pgr']:.2f}", (r["position"], r["accuracy"]), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
         for r in (r for r in rows if r["loss"] == loss and r["kind"] == "direct M1 -> Mn"):
-            ax.errorbar([r["position"]], [r["accuracy"]], yerr=_errors([r]), marker="s", capsize=3, color=handle[0].get_color(),
+            x = r["position"] + 0.15  # beside the last chain step, not on top of it
+            ax.errorbar([x], [r["accuracy"]], yerr=_errors([r]), marker="s", capsize=3, color=handle[0].get_color(),
                         mfc="white", linestyle="none", label=f"direct M1 -> Mn ({loss})")
             if r.get("pgr") is not None:
-                ax.annotate(f"direct PGR {r['pgr']:.2f}", (r["position"], r["accuracy"]), textcoords="offset points",
-                            xytext=(0, -14), ha="center", fontsize=7)
+                ax.annotate(f"direct\nPGR {r['pgr']:.2f}", (x, r["accuracy"]), textcoords="offset points",
+                            xytext=(6, 0), ha="left", va="center", fontsize=7)
     ceilings = {r["position"]: r["ceiling"] for r in rows if r.get("ceiling") is not None}
     if ceilings:
         ax.plot(list(ceilings), list(ceilings.values()), "x", color="#2ca02c", label="ceiling (ground truth)")
     models = {r["position"]: r["model"] for r in rows}
+    ax.set_xlim(-0.3, max(models) + 0.7)
     ax.set_xticks(sorted(models), [str(models[p]) for p in sorted(models)], fontsize=8)
     ax.set_xlabel("chain position")
     ax.set_ylabel("test accuracy")
