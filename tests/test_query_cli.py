@@ -231,3 +231,13 @@ def test_browse_opens_the_store_read_only_in_datasette(stored, monkeypatch):
     result = CliRunner().invoke(cli, ["browse", "--db", str(stored["db"]), "--port", "8123"])
     assert result.exit_code == 0, result.output
     assert calls[0][1:] == ["-m", "datasette", "serve", "-i", str(stored["db"]), "--port", "8123", "-o"]
+
+
+def test_rerun_of_a_study_with_a_relative_data_dir(tmp_path, monkeypatch):
+    write_sentiment_tsvs(tmp_path / "study" / "data")
+    db = tmp_path / "w2s.db"
+    run_study(tmp_path / "study", db, bow_study("data", "relative"), "rel.toml")  # data_dir relative to the file
+    monkeypatch.chdir(tmp_path)  # elsewhere: "data" would not resolve from here
+    result = invoke("study", "rerun", "relative", "--db", db)
+    progress = [line for line in result.output.splitlines() if line.startswith("[")]
+    assert progress and all(line.endswith(": cached") for line in progress), result.output
