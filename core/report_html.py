@@ -71,11 +71,12 @@ def render_html(store: Store, study: dict, pngs: dict[str, Path]) -> str:
     chain = plots.chain_rows(store, sid)
     if chain:
         parts += ["<h2>Bootstrapping chain</h2>", chain_table(chain)]
-    parts += ["<h2>All result tables (as `w2s study show` prints them)</h2>", f"<pre>{_e(results_table(store, sid))}</pre>"]
     titles = {"accuracy": "Accuracy and PGR", "curves": "Training curves", "grid": "PGR across the grid", "chain": "Accuracy along the chain"}
     for name, path in pngs.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts.append(f"<h2>{titles.get(name, name)}</h2><img alt='{_e(name)}' src='data:image/png;base64,{data}'>")
+    parts += ["<details><summary>Every result table as text (as <code>w2s study show</code> prints it: seed means, PGR matrix, "
+              "oracle and chain tables when present)</summary>", f"<pre>{_e(results_table(store, sid))}</pre></details>"]
     parts += ["<h2>Stages</h2>", stages_table(store, sid)]
     parts += ["<h2>Study definition</h2>", f"<p class='meta'>Rerun it (finished stages are cached): <code>w2s study rerun {_e(sid)}</code></p>",
               f"<pre>{_e(study['toml'])}</pre>"]
