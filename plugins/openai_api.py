@@ -139,6 +139,21 @@ def label_probs(top: list[tuple[str, float]], tokens: list[str], floor: float | 
     return (probs / probs.sum()).tolist(), missing
 
 
+def api_errors(method):
+    """Turn a rejected key (401) into one line; the server's message, which may quote the key, is dropped."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        from openai import AuthenticationError
+
+        try:
+            return method(*args, **kwargs)
+        except AuthenticationError:
+            raise W2SError("the OpenAI API rejected the key (401); check OPENAI_API_KEY or run `w2s keys set openai`") from None
+
+    return wrapper
+
+
 def balanced_picks(answers: np.ndarray, k: int, seed: int) -> list[int]:
     """Indices of k demonstrations, their answers as balanced as the labels allow, in a seeded order."""
     rng = np.random.default_rng(seed)
@@ -198,6 +213,7 @@ class OpenAITrained(Trained):
         done = self.answer_all(requests, ctx, getattr(ctx, "split", None) or "eval")
         return [np.log(np.clip(done[key], 1e-12, None)) for key, _, _ in requests]
 
+    @api_errors
     def answer_all(self, requests: list[tuple[str, list[dict], list[str]]], ctx, split: str) -> dict[str, list[float]]:
         """Ask every (key, messages, label tokens) not already answered; store each answer as it arrives."""
         done = dict(ctx.partial_predictions(split)) if ctx is not None else {}
@@ -333,6 +349,7 @@ class OpenAIModel(Model):
         return ("\n".join(lines) + "\n").encode()
 
     # -- fit -----------------------------------------------------------------
+    @api_errors
     def fit(self, examples, soft_targets, loss, task, ctx) -> OpenAITrained:
         answers = self.training_labels(soft_targets, ctx.seed)
         label_tokens(self.encoding(), task.label_words)

@@ -531,3 +531,14 @@ def test_k_shot_demonstrations_are_label_balanced_and_seeded():
     assert sorted(answers[picks]) == [0, 0, 1, 1] and len(set(picks)) == 4
     assert picks == openai_api.balanced_picks(answers, 4, seed=0) != openai_api.balanced_picks(answers, 4, seed=1)
     assert len(openai_api.balanced_picks(answers[:3], 8, seed=0)) == 3
+
+
+def test_a_rejected_key_is_one_line_and_the_key_is_not_stored(runner, tmp_path, sentiment_dir, fake, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-0000")
+    f, db = tmp_path / "s.toml", tmp_path / "w.db"
+    f.write_text(openai_study(sentiment_dir, fake.url))
+    result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
+    assert result.exit_code == 1
+    assert "FAILED: W2SError: the OpenAI API rejected the key (401); check OPENAI_API_KEY or run `w2s keys set openai`" in result.output
+    assert {r["status"] for r in fake.log} == {401} and fake.jobs == {}
+    assert b"sk-wrong-key-0000" not in db.read_bytes() and "sk-wrong-key-0000" not in result.output
