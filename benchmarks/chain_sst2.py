@@ -44,11 +44,13 @@ def main():
     stages = db.query(
         "SELECT kind, role, model, seconds FROM stages WHERE key IN (SELECT stage_key FROM study_stages WHERE study_id = ?) ORDER BY started",
         [study_id])
-    evaluations = db.query("SELECT * FROM evaluations WHERE study_id = ? ORDER BY role DESC, rowid", [study_id])
+    chain = [m.label for m in study.chain]
+    evaluations = sorted(db.query("SELECT * FROM evaluations WHERE study_id = ?", [study_id]),
+                         key=lambda r: (r["role"] != "chain_step", chain.index(r["strong"])))
     report = results_table(store, study_id)
     out = {
         "benchmark": "chain_sst2",
-        "chain": [m.label for m in study.chain],
+        "chain": chain,
         "chain_transfer": study.spec.study.chain_transfer,
         "data": args.data,
         "n_weak_train": study.spec.task.n_weak_train,

@@ -226,6 +226,10 @@ def _check_models(spec: StudySpec, chain: list[Model]) -> None:
     """A study needs weak and strong models, or a chain of at least two; chain labels must be unique."""
     if spec.chain and len(spec.chain) < 2:
         raise W2SError("chain: a chain needs at least two models (M1 fit on ground truth, M2 fit on M1's labels); add one")
+    if spec.chain and (spec.weak or spec.strong):
+        raise W2SError("chain: a study has either [[chain]] models or weak/strong models; move them into one study each")
+    if spec.chain and (spec.gt_early_stopping or spec.study.baseline != "none"):
+        raise W2SError("chain: gt_early_stopping and study.baseline apply to weak/strong pairs, not to chains; remove them")
     if not spec.chain and not (spec.weak and spec.strong):
         missing = "weak" if not spec.weak else "strong"
         raise W2SError(f"{missing}: required field is missing; add a [{missing}] table (or a [[chain]] of models)")

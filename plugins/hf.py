@@ -140,7 +140,13 @@ class HFModel(Model):
             if o.num_layers:
                 config.num_hidden_layers = min(o.num_layers, config.num_hidden_layers)
             tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            backbone = AutoModel.from_pretrained(path, config=config, dtype=resolve_dtype(o.dtype), **kwargs)
+            verbosity = hf_logging.get_verbosity()
+            if o.num_layers:  # the dropped layers' weights are expected to be unused: no load report
+                hf_logging.set_verbosity_error()
+            try:
+                backbone = AutoModel.from_pretrained(path, config=config, dtype=resolve_dtype(o.dtype), **kwargs)
+            finally:
+                hf_logging.set_verbosity(verbosity)
         except OSError as exc:
             raise W2SError(f"model {path!r}: could not load ({str(exc).splitlines()[0]}); pass a local folder or a reachable hub id") from None
         if tokenizer.pad_token is None:

@@ -391,3 +391,12 @@ train = {{ epochs = 1, batch_size = 16, lr = 1e-3 }}
     # the LM-head student also supports the oracle: validation accuracy after every step
     key = next(db.query("select key from stages where role = 'student_oracle'"))["key"]
     assert db.execute("select count(*) from curves where stage_key = ? and name = 'val_acc'", [key]).fetchone()[0] == 2  # 30 examples / 16
+
+
+def test_chain_rejects_pair_only_options(runner, tmp_path, sentiment_dir, tiny_bert):
+    mixed = chain_text(sentiment_dir, tiny_bert) + '\n[weak]\nmodel = "bow"\n'
+    result, _ = run(runner, tmp_path, mixed, "--dry-run")
+    assert result.exit_code == 1 and "either [[chain]] models or weak/strong models" in result.output
+    oracle = chain_text(sentiment_dir, tiny_bert) + "\n[gt_early_stopping]\nn_val = 5\n"
+    result, _ = run(runner, tmp_path, oracle, "--dry-run")
+    assert result.exit_code == 1 and "gt_early_stopping and study.baseline apply to weak/strong pairs" in result.output
