@@ -23,6 +23,9 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+BaseOptions = Options  # for nested classes that must not pick up a sibling named Options
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled example; `id` is stable across runs and machines."""
@@ -142,7 +145,7 @@ class Model:
     class Options(Options):
         pass
 
-    class Train(Options):
+    class Train(BaseOptions):  # not Model.Options: a class body sees its own earlier names
         pass
 
     def __init__(self, options: dict | None = None, train: dict | None = None):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from w2s.api import Model, Options, Trained
+from w2s.api import BaseOptions, Model, Options, Trained
 from w2s.hookspecs import hookimpl
 
 
@@ -39,7 +39,7 @@ class BowModel(Model):
         max_features: int | None = Field(default=20000, ge=1)
         binary: bool = True
 
-    class Train(Options):
+    class Train(BaseOptions):
         C: float = Field(default=1.0, gt=0)
         max_iter: int = Field(default=1000, ge=10)
 
