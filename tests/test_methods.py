@@ -400,3 +400,16 @@ def test_chain_rejects_pair_only_options(runner, tmp_path, sentiment_dir, tiny_b
     oracle = chain_text(sentiment_dir, tiny_bert) + "\n[gt_early_stopping]\nn_val = 5\n"
     result, _ = run(runner, tmp_path, oracle, "--dry-run")
     assert result.exit_code == 1 and "gt_early_stopping and study.baseline apply to weak/strong pairs" in result.output
+
+
+@pytest.mark.slow
+def test_minilm_linear_probe_2000_examples_10_epochs_encodes_each_example_once(tmp_path, encoder_calls):
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+    task = plugins.make_task("sst2", {}, data, "task")
+    examples = task.load("train")[:2000]
+    targets = np.eye(2, dtype=np.float32)[[e.label for e in examples]]
+    probe = plugins.make_model("minilm-l6", {"max_length": 64}, {"mode": "linear_probe", "epochs": 10, "batch_size": 32, "lr": 1e-3}, "strong")
+    ctx = FakeContext(tmp_path)
+    trained = probe.fit(examples, targets, plugins.make_loss("xent", {}, "loss"), task, ctx)
+    assert sum(encoder_calls) == 2000 and len([c for c in ctx.curves if c[1] == "train_loss"]) == 10 * 63
+    assert (trained.predict(examples, task).argmax(1) == targets.argmax(1)).mean() > 0.7 and sum(encoder_calls) == 2000
