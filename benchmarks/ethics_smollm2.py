@@ -76,6 +76,12 @@ eval_batch_size = 16
 {evals}"""
 
 
+def label_rates(store, key: str) -> dict:
+    """Share of label 1 among the gold labels and among the predictions (context for chance-level cells)."""
+    row = next(store.db.query("SELECT avg(label) AS gold, avg(pred) AS pred FROM predictions WHERE stage_key = ?", [key]))
+    return {"gold_label1_rate": row["gold"], "pred_label1_rate": row["pred"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ethics"))
@@ -90,6 +96,7 @@ def main():
         torch.set_num_threads(args.threads)
     study = parse_study(study_toml(Path(args.data).resolve(), args.n, args.k, args.max_length))
     store = Store(Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db")
+    cached = sum(1 for _ in store.db.query("SELECT key FROM stages WHERE kind = 'eval' AND status = 'done'"))
     start = time.perf_counter()
     study_id = EvalOnlyEngine(store).run(study)
     wall = time.perf_counter() - start
@@ -97,8 +104,9 @@ def main():
     cells = [
         {"subset": r["eval"].split("/", 1)[1], "split": r["split"], "n": int(r["n"]) if r["n"] else 0, "accuracy": r["accuracy"],
          "k_shot": r.get("k_shot"), "shot_source": r.get("shot_source"), "skipped": r.get("skipped"),
-         "seconds": round(seconds[r["key"]] or 0, 1)}
+         "seconds": round(seconds[r["key"]] or 0, 1), **label_rates(store, r["key"])}
         for r in eval_rows(store, study_id)
+        if r.get("eval")  # stages of an interrupted earlier attempt have no output
     ]
     scored = [c for c in cells if not c["skipped"]]
     table = eval_table(store, study_id)
@@ -112,7 +120,8 @@ def main():
         "average_test_accuracy": round(sum(c["accuracy"] for c in scored if c["split"] == "test") / max(1, sum(c["split"] == "test" for c in scored)), 4),
         "examples_scored": sum(c["n"] for c in scored),
         "scoring_seconds": round(sum(c["seconds"] for c in scored), 1),
-        "wall_seconds": round(wall, 1),
+        "wall_seconds_this_invocation": round(wall, 1),  # cached cells (a resumed run) cost nothing here
+        "cells_cached_before_this_invocation": cached,
         "table": table.splitlines(),
         "store": str(store.path),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_1m_at_end": os.getloadavg()[0],
