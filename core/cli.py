@@ -32,6 +32,8 @@ def user_errors(f):
         except KeyboardInterrupt:
             click.echo("\nw2s: interrupted; finished stages are kept, rerun the same command to resume", err=True)
             sys.exit(130)
+        except sqlite3.Error as exc:
+            raise click.ClickException(f"store error: {exc}; check the --db path (another w2s may hold a lock)") from None
 
     return wrapper
 

@@ -116,7 +116,9 @@ class RunContext:
     def progress(self, iterable, total: int | None = None, desc: str = ""):
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, leave=False)
+        from .train import progress_disabled
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, disable=progress_disabled())
 
 
 def one_hot(labels: np.ndarray, k: int) -> np.ndarray:

@@ -119,7 +119,7 @@ def fit_module(
     module.train()
     batches: list[list[int]] = []
     done = 0
-    bar = tqdm(total=total_batches, desc=desc, unit="batch", leave=False, disable=_quiet())
+    bar = tqdm(total=total_batches, desc=desc, unit="batch", leave=False, disable=progress_disabled())
     while done < total_batches:
         if not batches:
             batches = length_buckets(lengths, cfg.batch_size, rng)
@@ -180,7 +180,7 @@ def predict_module(module, encoded: list[dict], cfg: TrainConfig, collate, devic
     batches = length_buckets(lengths, cfg.eval_batch_size, np.random.default_rng(0), shuffle=False)
     out: list[np.ndarray | None] = [None] * len(encoded)
     with torch.inference_mode():
-        for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=_quiet()):
+        for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=progress_disabled()):
             inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
             outputs = module(**inputs).float()
             probs = (torch.softmax(outputs, dim=-1) if softmax else outputs).cpu().numpy()
@@ -189,5 +189,5 @@ def predict_module(module, encoded: list[dict], cfg: TrainConfig, collate, devic
     return np.stack(out) if out else np.zeros((0, 2))
 
 
-def _quiet() -> bool:
+def progress_disabled() -> bool:
     return os.environ.get("W2S_PROGRESS", "1") == "0"

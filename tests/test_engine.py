@@ -96,7 +96,7 @@ def test_study_list_and_show(runner, stored):
 def test_sigkill_during_student_stage_then_resume(tmp_path, sentiment_dir, tiny_bert):
     """Kill -9 mid-student, rerun: it completes, one done row per stage key, no partial outputs kept."""
     f = tmp_path / "s.toml"
-    f.write_text(study_toml(sentiment_dir, tiny_bert, losses=("xent",)).replace("epochs = 2", "epochs = 30"))
+    f.write_text(study_toml(sentiment_dir, tiny_bert, losses=("xent",)).replace("epochs = 2", "epochs = 15"))
     db = tmp_path / "w2s.db"
     cmd = [sys.executable, "-m", "w2s", "study", "run", str(f), "--db", str(db)]
     env = {**os.environ, "W2S_PROGRESS": "0"}
@@ -127,5 +127,5 @@ def test_sigkill_during_student_stage_then_resume(tmp_path, sentiment_dir, tiny_
     # the restarted stage has exactly one run's outputs: one curve per step, no duplicates
     assert db_.execute("select count(*) from artifacts where stage_key=?", [killed_key]).fetchone()[0] == 1
     steps = db_.execute("select count(*), count(distinct step) from curves where stage_key=? and name='train_loss'", [killed_key]).fetchone()
-    assert steps[0] == steps[1] == 150
+    assert steps[0] == steps[1] == 75
     assert next(db_.query("select count(*) as n from results"))["n"] == 1
