@@ -98,7 +98,9 @@ def main():
     store = Store(Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db")
     cached = sum(1 for _ in store.db.query("SELECT key FROM stages WHERE kind = 'eval' AND status = 'done'"))
     start = time.perf_counter()
-    study_id = EvalOnlyEngine(store).run(study)
+    engine = EvalOnlyEngine(store)
+    study_id = engine.run(study)
+    planned = {stage.key for stage in engine.plan(study)[0]}
     wall = time.perf_counter() - start
     seconds = {r["key"]: r["seconds"] for r in store.db.query("SELECT key, seconds FROM stages WHERE kind = 'eval'")}
     cells = [
@@ -106,7 +108,7 @@ def main():
          "k_shot": r.get("k_shot"), "shot_source": r.get("shot_source"), "skipped": r.get("skipped"),
          "seconds": round(seconds[r["key"]] or 0, 1), **label_rates(store, r["key"])}
         for r in eval_rows(store, study_id)
-        if r.get("eval")  # stages of an interrupted earlier attempt have no output
+        if r["key"] in planned  # not stages an earlier, resumed attempt linked to the same study
     ]
     scored = [c for c in cells if not c["skipped"]]
     table = eval_table(store, study_id)

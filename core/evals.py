@@ -197,7 +197,7 @@ class EvalPlanner:
         except W2SError as exc:
             if split != "test_hard":
                 raise W2SError(f"eval[{target.index}] ({target.label}): {exc}") from None
-            return f"no Hard Test data: {exc}"
+            return f"no Hard Test data ({str(exc).split('; ')[0]})"  # the missing file, without the data_dir hint
         if prompt_capable(model):
             return None
         if fit is None:

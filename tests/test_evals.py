@@ -103,7 +103,7 @@ def test_eval_stages_table_prompts_and_cache(tmp_path, runner, tiny_gpt2):
     # the classifier-head weak model (bow) shares the 2-label space: scored, with the mapping stated
     assert rows[("ethics/justice", "test", "weak")]["mapping"] == "negative->unreasonable, positive->reasonable"
     # never silent: missing Hard Test file and a different label space are stored as skipped rows
-    assert "cm_test_hard.csv not found" in rows[("ethics/commonsense", "test_hard", "strong_pretrained")]["skipped"]
+    assert "cm_test_hard.csv not found)" in rows[("ethics/commonsense", "test_hard", "strong_pretrained")]["skipped"]
     assert rows[("three-way", "test", "weak")]["skipped"] == "label spaces differ: sst2 has 2 labels, three-way has 3"
     assert "skipped [1]" in out and "label spaces differ" in out and "no Hard Test data" in out
 
