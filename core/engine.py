@@ -28,7 +28,7 @@ import numpy as np
 
 from . import __version__, plugins
 from .api import Example, Loss, Model, Task, Trained, W2SError, fingerprint
-from .evals import plan_evals
+from .evals import plan_evals, prompt_tables
 from .methods import Validation, baseline_model, grid_pairs, plan_chain
 from .metrics import agreement, bootstrap_accuracy, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags
 from .store import Store
@@ -281,7 +281,8 @@ class Protocol:
             trained = rc.engine.trained(fit)
             probs = as_targets(self.task, split.examples, trained.predict(split.examples, self.task, rc))
             metrics = {**rc.metrics, **{(split.name, k): v for k, v in prediction_metrics(self.task, split.examples, probs, split.labels).items()}}
-            return StageResult(predictions={split.name: (split.ids, probs, split.labels)}, metrics=metrics, curves=rc.curves, output=rc.output)
+            return StageResult(predictions={split.name: (split.ids, probs, split.labels)}, metrics=metrics, curves=rc.curves, output=rc.output,
+                               tables=prompt_tables(rc.stage_key, split.name, split.examples, self.task, fit.model))
 
         title = f"predict {fit.model.label} ({fit.role}{' ' + fit.labels['loss'] if fit.role == 'student' else ''}) on {split.name}"
         row = self._row("predict", role, fit.model, None, seed, spec, [fit.key])

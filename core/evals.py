@@ -17,7 +17,8 @@ How a model is scored:
   states it. Otherwise, and for classifier heads before training, a "skipped" stage with the
   reason is stored and printed in the table, never dropped silently.
 
-Every scored example's rendered prompt is stored in the `eval_prompts` table.
+Every scored example's rendered prompt is stored in the `eval_prompts` table (so are the prompts a
+prompt-capable model scores in the protocol's own predict stages).
 """
 
 from __future__ import annotations
@@ -234,6 +235,13 @@ class EvalPlanner:
         rows = [{"stage_key": rc.stage_key, "split": split, "example_id": e.id, "prompt": p} for e, p in zip(scored, prompts)]
         return StageResult(predictions={split: ([e.id for e in scored], probs, labels)}, metrics=metrics,
                            output=output, tables={"eval_prompts": rows})
+
+
+def prompt_tables(stage_key: str, split: str, examples: list[Example], task: Task, model: Model) -> dict:
+    """The rendered prompts a prompt-capable model scored in a protocol predict stage (table eval_prompts)."""
+    if not prompt_capable(model):
+        return {}
+    return {"eval_prompts": [{"stage_key": stage_key, "split": split, "example_id": e.id, "prompt": task.render(e)} for e in examples]}
 
 
 def pretrained_key(model: Model) -> str:

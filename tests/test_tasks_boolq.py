@@ -73,3 +73,7 @@ batch_size = 16
     assert result.exit_code == 0, result.output
     row = next(Store(db, readonly=True).db.query("SELECT task, n_test, student_acc, ceiling_acc FROM results"))
     assert (row["task"], row["n_test"]) == ("boolq", 16) and 0 <= row["student_acc"] <= 1
+    # the LM-head student scored rendered prompts, and they are queryable
+    prompts = list(Store(db, readonly=True).db.query(
+        "SELECT p.prompt FROM eval_prompts p JOIN stages s ON s.key = p.stage_key WHERE s.role = 'student_test'"))
+    assert len(prompts) == 16 and all(r["prompt"].startswith("Passage: It is well known that") for r in prompts)
