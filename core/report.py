@@ -76,7 +76,8 @@ def results_table(store: Store, study_id: str) -> str:
         disable_numparse=True,
     )
     flags = sorted({f for r in res for f in json.loads(r["flags"] or "[]")})
-    lines = [acc_table, "", pgr_table]
+    chain_only = not res and bool(evaluations(store, study_id, "chain_step"))  # chains have their own table below
+    lines = [acc_table] if chain_only else [acc_table, "", pgr_table]
     lines += [f"FLAG: {f}" for f in flags]
     lines.append("PGR = (student - weak) / (ceiling - weak); CI: paired bootstrap over test examples (1000 resamples).")
     if len({r["seed"] for r in res}) > 1:
@@ -170,5 +171,8 @@ def chain_table(store: Store, study_id: str, steps: list[dict]) -> str:
             rows.append([seed, loss, f"direct {r['weak']} -> {r['strong']}", fmt(r["weak_acc"]), fmt(r["student_acc"]),
                          fmt(r["ceiling_acc"]), fmt(r["pgr"], 2), fmt(r["pgr"], 2)])
     title = "Bootstrapping chain " + " -> ".join(chain) + " (step PGR: against the step's supervisor; PGR vs M1: against M1's accuracy)"
-    return title + "\n" + tabulate(rows, headers=["seed", "loss", "step", "supervisor acc", "student acc", "ceiling acc", "step PGR", "PGR vs M1"],
-                                    disable_numparse=True)
+    table = tabulate(rows, headers=["seed", "loss", "step", "supervisor acc", "student acc", "ceiling acc", "step PGR", "PGR vs M1"],
+                     disable_numparse=True)
+    every = steps + [r for group in direct.values() for r in group]
+    flags = sorted({f"FLAG ({r['weak']} -> {r['strong']}): {f}" for r in every for f in json.loads(r["flags"] or "[]")})
+    return "\n".join([title, table, *flags])
