@@ -33,18 +33,24 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="study override, e.g. task.n_transfer=100")
     parser.add_argument("--db", help="store to use (default: a fresh temporary one)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "chain_sst2.json"))
+    parser.add_argument("--no-run", action="store_true", help="only write the JSON of what --db already holds (e.g. a partial run)")
     args = parser.parse_args()
     study = load_study(args.study, [f"task.data_dir={json.dumps(str(Path(args.data).resolve()))}", *args.overrides])
     db_path = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db"
     store = Store(db_path)
     start = time.perf_counter()
-    study_id = Engine(store).run(study)
+    study_id = store.find_study(study.name)["id"] if args.no_run else Engine(store).run(study)
     wall = time.perf_counter() - start
+    if args.no_run:  # wall time of the stages that ran, from the store
+        wall = sum(r["seconds"] or 0 for r in sqlite_utils.Database(db_path).query(
+            "SELECT seconds FROM stages WHERE key IN (SELECT stage_key FROM study_stages WHERE study_id = ?)", [study_id]))
     db = sqlite_utils.Database(db_path)
     stages = db.query(
         "SELECT kind, role, model, seconds FROM stages WHERE key IN (SELECT stage_key FROM study_stages WHERE study_id = ?) ORDER BY started",
         [study_id])
     chain = [m.label for m in study.chain]
+    statuses = list(db.query("SELECT DISTINCT ss.stage_key, st.status FROM study_stages ss LEFT JOIN stages st ON st.key = ss.stage_key "
+                             "WHERE ss.study_id = ?", [study_id]))
     evaluations = sorted(db.query("SELECT * FROM evaluations WHERE study_id = ?", [study_id]),
                          key=lambda r: (r["role"] != "chain_step", chain.index(r["strong"])))
     report = results_table(store, study_id)
@@ -59,6 +65,7 @@ def main():
         "evaluations": [{k: r[k] for k in COLUMNS} for r in evaluations],
         "stage_seconds": [{"kind": s["kind"], "role": s["role"], "model": s["model"], "seconds": round(s["seconds"] or 0, 1)} for s in stages],
         "wall_seconds": round(wall, 1),
+        "stages_done": f"{sum(s['status'] == 'done' for s in statuses)}/{len(statuses)}",
         "report": report.splitlines(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_at_end": os.getloadavg()},
     }
