@@ -1,21 +1,10 @@
 """Task sst2: Stanford Sentiment Treebank, binary (GLUE SST-2)."""
 
-from pathlib import Path
-
-from w2s.api import Example, Task, W2SError
+from w2s.api import Example, Task
+from w2s.data import read_table, require_columns
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "stanfordnlp/sst2"  # parquet files, no loading script; its `validation` split is the usual "test"
-
-
-def read_table(path: Path, delimiter: str):
-    """Load a local CSV/TSV through `datasets`, with a one-line error when it is missing."""
-    import datasets
-
-    if not path.is_file():
-        raise W2SError(f"data file {path} not found; set task.data_dir (or W2S_DATA_DIR) to the folder that holds it")
-    datasets.disable_progress_bars()
-    return datasets.load_dataset("csv", data_files=str(path), delimiter=delimiter, split="train", quoting=3)
 
 
 class SST2Task(Task):
@@ -31,14 +20,12 @@ class SST2Task(Task):
     def load(self, split: str) -> list[Example]:
         if self.data_dir is not None:
             files = {"train": "train.tsv", "test": "test.tsv"}
-            rows = read_table(self.data_dir / files[split], "\t")
+            rows = read_table(self.data_dir / files[split], "\t", quoting=3)  # QUOTE_NONE: quotes are text
         else:
             import datasets
 
             rows = datasets.load_dataset(HUB_ID, split={"train": "train", "test": "validation"}[split])
-        missing = {"sentence", "label"} - set(rows.column_names)
-        if missing:
-            raise W2SError(f"{self.data_dir or HUB_ID}: {split} data lacks column(s) {sorted(missing)}; expected sentence<TAB>label")
+        require_columns(rows, ["sentence", "label"], f"{self.data_dir or HUB_ID} ({split})", "expected sentence<TAB>label")
         return [
             Example(id=f"{split}-{i}", text=str(r["sentence"]).strip(), label=int(r["label"]))
             for i, r in enumerate(rows)
