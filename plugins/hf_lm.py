@@ -178,6 +178,10 @@ class LMTrained(Trained):
 
     def save(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)
+        if getattr(self.lm, "hf_quantizer", None) is not None:  # GGUF loads dequantized: save plain tensors
+            self.lm.hf_quantizer = None
+            if hasattr(self.lm.config, "quantization_config"):
+                del self.lm.config.quantization_config
         self.lm.save_pretrained(path / "lm")
         self.tokenizer.save_pretrained(path / "lm")
         (path / "w2s.json").write_text(json.dumps({"head": "lm"}))
