@@ -87,7 +87,12 @@ class HFTrained(Trained):
 
     def save(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)
-        self.module.backbone.save_pretrained(path / "backbone")
+        backbone = self.module.backbone
+        if getattr(backbone, "hf_quantizer", None) is not None:  # GGUF loads dequantized: save plain tensors
+            backbone.hf_quantizer = None
+            if hasattr(backbone.config, "quantization_config"):
+                del backbone.config.quantization_config
+        backbone.save_pretrained(path / "backbone")
         self.tokenizer.save_pretrained(path / "backbone")
         _torch().save(self.module.head.state_dict(), path / "head.pt")
         (path / "w2s.json").write_text(json.dumps({"pooling": self.module.pooling, "num_labels": self.module.head.out_features}))
