@@ -45,9 +45,9 @@ def main():
         wall = sum(r["seconds"] or 0 for r in sqlite_utils.Database(db_path).query(
             "SELECT seconds FROM stages WHERE key IN (SELECT stage_key FROM study_stages WHERE study_id = ?)", [study_id]))
     db = sqlite_utils.Database(db_path)
-    stages = db.query(
+    stage_rows = list(db.query(
         "SELECT kind, role, model, seconds FROM stages WHERE key IN (SELECT stage_key FROM study_stages WHERE study_id = ?) ORDER BY started",
-        [study_id])
+        [study_id]))
     chain = [m.label for m in study.chain]
     statuses = list(db.query("SELECT DISTINCT ss.stage_key, st.status FROM study_stages ss LEFT JOIN stages st ON st.key = ss.stage_key "
                              "WHERE ss.study_id = ?", [study_id]))
@@ -63,8 +63,10 @@ def main():
         "n_transfer_per_step": study.spec.task.n_transfer,
         "n_test": study.spec.task.n_test,
         "evaluations": [{k: r[k] for k in COLUMNS} for r in evaluations],
-        "stage_seconds": [{"kind": s["kind"], "role": s["role"], "model": s["model"], "seconds": round(s["seconds"] or 0, 1)} for s in stages],
+        "stage_seconds": [{"kind": s["kind"], "role": s["role"], "model": s["model"], "seconds": round(s["seconds"] or 0, 1)} for s in stage_rows],
         "wall_seconds": round(wall, 1),
+        "stage_seconds_total": round(sum(s["seconds"] or 0 for s in stage_rows), 1),
+        "wall_note": "with --no-run, wall_seconds is the sum of the stored stage times" if args.no_run else "this invocation (cached stages cost ~0 s)",
         "stages_done": f"{sum(s['status'] == 'done' for s in statuses)}/{len(statuses)}",
         "report": report.splitlines(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_at_end": os.getloadavg()},
