@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from . import __version__, plugins
 from .api import W2SError
-from .store import Store, default_db_path
+from .store import Store
 
 
 def db_option(f):

@@ -20,7 +20,6 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import click

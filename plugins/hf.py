@@ -11,11 +11,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from w2s.api import Model, Options, Trained, W2SError
+from w2s.api import Model, Options, Trained
 from w2s.hookspecs import hookimpl
-from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, resolve_dtype, seed_everything
+from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import fit_lm, load_lm, pretrained_lm
+from w2s_plugins.hf_loading import load_pretrained
 
 
 def package_dir(package: str) -> Path | None:
@@ -131,32 +132,7 @@ class HFModel(Model):
         return resolve_device(self.options.device)
 
     def _load_backbone(self, path: str, gguf_file: str | None):
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # w2s shows its own progress
-
-        o = self.options
-        kwargs = {"revision": o.revision} if o.revision else {}
-        if gguf_file:
-            kwargs["gguf_file"] = gguf_file
-        try:
-            config = AutoConfig.from_pretrained(path, **kwargs)
-            if o.num_layers:
-                config.num_hidden_layers = min(o.num_layers, config.num_hidden_layers)
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            verbosity = hf_logging.get_verbosity()
-            if o.num_layers:  # the dropped layers' weights are expected to be unused: no load report
-                hf_logging.set_verbosity_error()
-            try:
-                backbone = AutoModel.from_pretrained(path, config=config, dtype=resolve_dtype(o.dtype), **kwargs)
-            finally:
-                hf_logging.set_verbosity(verbosity)
-        except OSError as exc:
-            raise W2SError(f"model {path!r}: could not load ({str(exc).splitlines()[0]}); pass a local folder or a reachable hub id") from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        tokenizer.padding_side = "right"
+        tokenizer, backbone = load_pretrained(self.options, "AutoModel", path, gguf_file)
         backbone.config.pad_token_id = tokenizer.pad_token_id
         return tokenizer, backbone
 

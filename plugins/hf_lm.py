@@ -15,31 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from w2s.api import Trained, W2SError
-from w2s.train import fit_module, length_buckets, resolve_dtype, seed_everything
+from w2s.train import fit_module, length_buckets, seed_everything
+from w2s_plugins.hf_loading import load_pretrained
 
 
 def load_causal_lm(model, path: str | None = None, gguf_file: str | None = None):
     """Tokenizer and AutoModelForCausalLM for an hf model's options (or a saved folder)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    o = model.options
-    path = path or o.path
-    kwargs = {"revision": o.revision} if o.revision and path == o.path else {}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    try:
-        config = AutoConfig.from_pretrained(path, **kwargs)
-        if o.num_layers:
-            config.num_hidden_layers = min(o.num_layers, config.num_hidden_layers)
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=resolve_dtype(o.dtype), **kwargs)
-    except (OSError, ValueError) as exc:
-        raise W2SError(f"model {path!r}: could not load as a causal LM ({str(exc).splitlines()[0]}); head = \"lm\" needs a causal LM") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    tokenizer.padding_side = "right"
+    tokenizer, lm = load_pretrained(model.options, "AutoModelForCausalLM", path, gguf_file, 'head = "lm" needs a causal LM')
     tokenizer.truncation_side = "left"  # keep the end of a long prompt: the question and "Answer:"
     return tokenizer, lm.to(model.device)
 

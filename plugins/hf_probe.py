@@ -65,8 +65,6 @@ class FeatureCache:
 
 def encode_features(model, examples, task) -> np.ndarray:
     """Pooled last-layer features of the frozen backbone, in input order."""
-    import torch
-
     tokenizer, module = model.build(task.num_labels)
     encoded = model.encode(tokenizer, examples, task)
     pad = model.collate(tokenizer)
