@@ -184,16 +184,8 @@ def _chain_order(edges: set[tuple]) -> list:
 # -- figures --------------------------------------------------------------------------
 def accuracy_figure(panels: list[dict], path: Path) -> Path:
     """Paper-style bars: test accuracy of weak, students and ceiling with 95% CIs; PGR over each student."""
-    cols = min(len(panels), 3)
-    rows = math.ceil(len(panels) / cols)
     width = max(2.0 + 1.3 * max(len(p["bars"]) for p in panels), 4.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.2 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
-        _accuracy_panel(ax, panel)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _panel_grid(panels, _accuracy_panel, (width, 4.2), path)
 
 
 def _accuracy_panel(ax, panel: dict) -> None:
@@ -226,15 +218,7 @@ def _pgr_label(bar: dict) -> str:
 
 def curves_figure(curves: list[dict], path: Path) -> Path:
     """One panel per fit stage: loss on the left axis, accuracies on the right, against the step."""
-    cols = min(len(curves), 3)
-    rows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
-    for ax, stage in zip(axes.flat, curves):
-        _curve_panel(ax, stage)
-    for ax in list(axes.flat)[len(curves):]:
-        ax.axis("off")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _panel_grid(curves, _curve_panel, (5, 3.4), path)
 
 
 def _curve_panel(ax, stage: dict) -> None:
@@ -344,6 +328,19 @@ def _errors(rows: list[dict]):
     low = [max(r["accuracy"] - r["low"], 0) if r.get("low") is not None else 0 for r in rows]
     high = [max(r["high"] - r["accuracy"], 0) if r.get("high") is not None else 0 for r in rows]
     return [low, high]
+
+
+def _panel_grid(items: list, draw, panel_size: tuple[float, float], path: Path) -> Path:
+    """Up to three panels a row, one per item drawn by `draw(ax, item)`; unused cells hidden."""
+    cols = min(len(items), 3)
+    rows = math.ceil(len(items) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
+    for ax, item in zip(axes.flat, items):
+        draw(ax, item)
+    for ax in list(axes.flat)[len(items):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
