@@ -272,15 +272,41 @@ def puzzle_themes(board, best, solution_len: int) -> str:
     return " ".join(sorted(tags))
 
 
-def difficulty_rating(engine, board, target, key) -> int:
-    """A rating proxy: the shallowest search depth whose best move is the target (deeper = harder)."""
+RATING_DEPTHS = (1, 2, 3, 4, 6)  # difficulty proxy: rating 600 + 250 per depth step that misses the target
+EASY_RATING = 600  # a depth-1 search already finds the move
+
+
+def fresh_best(engine, board, depth: int, key):
+    """The best move of a depth-`depth` search on an empty hash (what a supervisor of that depth plays)."""
     import chess.engine
 
-    for i, depth in enumerate((1, 2, 3, 4, 6)):
-        info = engine.analyse(board, chess.engine.Limit(depth=depth), game=(*key, depth))  # fresh hash, as a supervisor sees it
-        if info.get("pv") and info["pv"][0] == target:
-            return 600 + 250 * i
-    return 1850
+    info = engine.analyse(board, chess.engine.Limit(depth=depth), game=(*key, depth))
+    return (info.get("pv") or [None])[0]
+
+
+def difficulty_rating(engine, board, target, key) -> int:
+    """A rating proxy: the shallowest search depth whose best move is the target (deeper = harder)."""
+    for i, depth in enumerate(RATING_DEPTHS):
+        if fresh_best(engine, board, depth, key) == target:
+            return EASY_RATING + 250 * i
+    return EASY_RATING + 250 * len(RATING_DEPTHS)
+
+
+class EasyCap:
+    """A running cap on the share of easy puzzles (rating 600: depth 1 finds them); None = no cap.
+
+    The rule looks only at the puzzles kept so far, so a shorter run is a prefix of a longer one.
+    """
+
+    def __init__(self, share: float | None):
+        self.share, self.easy, self.total = share, 0, 0
+
+    def room(self) -> bool:
+        return self.share is None or self.easy + 1 <= self.share * (self.total + 1) + 1e-9
+
+    def add(self, rating: int) -> None:
+        self.easy += rating == EASY_RATING
+        self.total += 1
 
 
 def solution_moves(best_info, target) -> list:
@@ -292,14 +318,19 @@ def solution_moves(best_info, target) -> list:
     return [target]
 
 
-def make_puzzles(n: int, seed: int, stockfish: str, depth: int = 10, margin: float = 0.5, progress=None) -> list[dict]:
-    """Play seeded games (shallow engine moves mixed with mistakes) and keep clear only-move positions."""
+def make_puzzles(n: int, seed: int, stockfish: str, depth: int = 10, margin: float = 0.5,
+                 max_easy_share: float | None = None, progress=None) -> list[dict]:
+    """Play seeded games (shallow engine moves mixed with mistakes) and keep clear only-move positions.
+
+    `max_easy_share` caps the share of puzzles a depth-1 search solves; the rest are harder (slower to find).
+    """
     rows: list[dict] = []
+    cap = EasyCap(max_easy_share)
     engine = open_engine(stockfish)
     try:
         game = 0
         while len(rows) < n:
-            rows += game_puzzles(engine, seed, game, depth, margin, n - len(rows))
+            rows += game_puzzles(engine, seed, game, depth, margin, n - len(rows), cap)
             game += 1
             if progress:
                 progress(len(rows))
@@ -311,35 +342,41 @@ def make_puzzles(n: int, seed: int, stockfish: str, depth: int = 10, margin: flo
 
 
 def playout_move(rng: random.Random, board, shallow: list[dict]):
-    """The next move of a seeded game and whether it is a mistake (random, or a lesser engine choice)."""
+    """The next move of a seeded game: a random move, a lesser depth-1 choice, or the depth-1 best."""
     roll = rng.random()
     if roll < RANDOM_MOVE_RATE:
-        return rng.choice(sorted(board.legal_moves, key=lambda m: m.uci())), True
+        return rng.choice(sorted(board.legal_moves, key=lambda m: m.uci()))
     if roll < RANDOM_MOVE_RATE + LESSER_MOVE_RATE and len(shallow) > 1:
-        return rng.choice(shallow[1:])["pv"][0], True
-    return shallow[0]["pv"][0], False
+        return rng.choice(shallow[1:])["pv"][0]
+    return shallow[0]["pv"][0]
 
 
-def clear_best_move(engine, board, depth: int, margin: float, key) -> dict | None:
-    """The depth-`depth` analysis of the best move when it is clearly best; a depth-4 look first saves time."""
+def clear_best_move(engine, board, depth: int, margin: float, key, hard_only: bool = False) -> dict | None:
+    """The depth-`depth` analysis of the best move when it is clearly best; a depth-4 look first saves time.
+
+    With `hard_only`, a position whose depth-4 best move a fresh depth-1 search also plays is skipped
+    before the deep search (it would almost surely be an easy puzzle).
+    """
     import chess.engine
 
     for d, need in ((min(4, depth), PREFILTER_MARGIN * margin), (depth, margin)):
-        infos = [i for i in engine.analyse(board, chess.engine.Limit(depth=d), multipv=2, game=key) if i.get("pv")]
+        infos = [i for i in engine.analyse(board, chess.engine.Limit(depth=d), multipv=2, game=key[:2]) if i.get("pv")]
         if len(infos) < 2 or not clearly_best(infos[0]["score"].relative, infos[1]["score"].relative, need):
+            return None
+        if hard_only and d < depth and fresh_best(engine, board, 1, key) == infos[0]["pv"][0]:
             return None
     return infos[0]
 
 
-def game_puzzles(engine, seed: int, game: int, depth: int, margin: float, limit: int) -> list[dict]:
-    """The puzzles of one seeded game: deep-check each position that follows a mistake."""
+def game_puzzles(engine, seed: int, game: int, depth: int, margin: float, limit: int, cap: EasyCap | None = None) -> list[dict]:
+    """The puzzles of one seeded game: every position from ply 8 on is checked for a clear best move."""
     import chess
     import chess.engine
 
+    cap = cap or EasyCap(None)
     rng = random.Random(seed * 1_000_003 + game)
     board = chess.Board()
     found: list[dict] = []
-    mistake = False
     for ply in range(MAX_PLIES):
         if board.is_game_over() or len(found) >= min(MAX_PER_GAME, limit):
             break
@@ -347,19 +384,21 @@ def game_puzzles(engine, seed: int, game: int, depth: int, margin: float, limit:
         if ply < OPENING_PLIES:
             board.push(rng.choice(sorted(board.legal_moves, key=lambda m: m.uci())))
             continue
-        if mistake and ply >= 8:
-            best = clear_best_move(engine, board, depth, margin, key)
+        if ply >= 8:
+            best = clear_best_move(engine, board, depth, margin, (*key, ply), hard_only=not cap.room())
             if best is not None:
-                found.append(puzzle_row(engine, board, best, (*key, ply), seed, game, ply))
+                rating = difficulty_rating(engine, board, best["pv"][0], (*key, ply, "rating"))
+                if rating != EASY_RATING or cap.room():
+                    cap.add(rating)
+                    found.append(puzzle_row(board, best, rating, seed, game, ply))
         shallow = [i for i in engine.analyse(board, chess.engine.Limit(depth=1), multipv=3, game=key) if i.get("pv")]
         if not shallow:
             break
-        move, mistake = playout_move(rng, board, shallow)
-        board.push(move)
+        board.push(playout_move(rng, board, shallow))
     return found
 
 
-def puzzle_row(engine, board, best_info, key, seed: int, game: int, ply: int) -> dict:
+def puzzle_row(board, best_info, rating: int, seed: int, game: int, ply: int) -> dict:
     """A Lichess-layout row: FEN before the opponent's move, Moves = that move + the solution."""
     before = board.copy()
     last = before.pop()
@@ -369,7 +408,7 @@ def puzzle_row(engine, board, best_info, key, seed: int, game: int, ply: int) ->
         "PuzzleId": "",
         "FEN": before.fen(),
         "Moves": " ".join(m.uci() for m in [last, *solution]),
-        "Rating": difficulty_rating(engine, board, target, key),
+        "Rating": rating,
         "RatingDeviation": 0,
         "Popularity": 0,
         "NbPlays": 0,
@@ -411,8 +450,11 @@ def register_commands(cli):
     @click.option("--depth", type=click.IntRange(min=2, max=30), default=10, show_default=True, help="Analysis depth.")
     @click.option("--margin", type=click.FloatRange(0, 2), default=0.5, show_default=True,
                   help="Winning-chance margin of the best move over the second best (Lichess: 0.5).")
+    @click.option("--max-easy-share", type=click.FloatRange(0, 1), default=None,
+                  help="Cap on the share of puzzles a depth-1 search solves (rating 600); e.g. 0.5 for an engine "
+                       "ladder with a gap. Harder puzzles are rare: expect minutes per hundred.  [default: no cap]")
     @user_errors
-    def make_puzzles_command(n, seed, out, stockfish, depth, margin):
+    def make_puzzles_command(n, seed, out, stockfish, depth, margin, max_easy_share):
         """Play seeded games and write positions with one clearly best move, in the Lichess CSV layout."""
         from tqdm.auto import tqdm
 
@@ -422,8 +464,9 @@ def register_commands(cli):
         def progress(done):
             bar.update(done - bar.n)
 
-        rows = make_puzzles(n, seed, binary, depth, margin, progress=progress)
+        rows = make_puzzles(n, seed, binary, depth, margin, max_easy_share, progress=progress)
         bar.close()
         write_puzzles(rows, Path(out))
         mates = sum("mate" in r["Themes"].split() for r in rows)
-        click.echo(f"wrote {len(rows)} puzzles ({mates} mates) to {out}")
+        easy = sum(r["Rating"] == EASY_RATING for r in rows)
+        click.echo(f"wrote {len(rows)} puzzles ({mates} mates, {easy} solved by a depth-1 search) to {out}")
