@@ -122,6 +122,9 @@ class HFModel(Model):
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         head: Literal["classifier", "lm"] = Field(
             default="classifier", description="lm: score label words with the causal LM head (prompt-capable)")
+        choice_objective: Literal["generative", "choices"] = Field(
+            default="generative", description="head = lm on tasks with per-example choices (chess moves): generative = "
+            "NLL of the target move (xent only, fast); choices = the study loss over all legal moves (any loss, slow)")
 
     class Train(TrainConfig):
         mode: Literal["finetune", "linear_probe"] = Field(

@@ -2,9 +2,15 @@
 
 hf with head = "lm" routes here when each example carries its own `choices`. An example's logits
 are the summed log-probabilities of each choice string (" " + choice, multi-token) after the
-task's rendered prompt; the prompt runs once and its KV cache is shared by all choices. Training
-applies the study's loss to those choice logits, plus the generative NLL of the target move(s),
-so that free generation learns to produce the move as well.
+task's rendered prompt; the prompt runs once and its KV cache is shared by all choices.
+
+Training follows the hf option `choice_objective`:
+- "generative" (default): the LM is fine-tuned on (prompt -> move) pairs, the NLL of each target
+  move weighted by its target mass. Only moves with mass run, in padded batches, so it trains at
+  the model's plain fine-tuning speed. It is cross-entropy to the (soft) labels, so it takes the
+  xent loss only.
+- "choices": the study's loss on the logits over all legal moves, plus the targets' generative NLL.
+  Any loss works (logconf, product), but every legal move is backpropagated (~35x the work).
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import math
 
 import numpy as np
 
-from w2s.train import cosine_with_warmup, seed_everything
+from w2s.api import W2SError
+from w2s.train import cosine_with_warmup, length_buckets, progress_disabled, seed_everything
 from w2s_plugins.hf_lm import LMTrained, choice_token_ids, pretrained_lm, softmax
 
 
@@ -86,36 +93,97 @@ def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 6
     return out, texts
 
 
-def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
-    """Fine-tune the LM on each example's choice logits (study loss) plus the targets' generative NLL."""
+def weighted_moves(soft_targets, floor: float = 1e-3) -> list[list[tuple[int, float]]]:
+    """Per example, the (choice, weight) pairs with target mass above `floor`, weights summing to 1."""
+    out = []
+    for t in soft_targets:
+        t = np.asarray(t, dtype=float)
+        keep = [int(i) for i in np.flatnonzero(t > floor)] or [int(np.argmax(t))]
+        total = float(t[keep].sum()) or 1.0
+        out.append([(i, float(t[i]) / total) for i in keep])
+    return out
+
+
+def sequence_logprobs(lm, sequences: list[tuple[list[int], list[int]]], device):
+    """(N,) summed log-probabilities of each (prompt, continuation) pair's continuation, one padded batch."""
     import torch
 
+    width = max(len(p) + len(c) for p, c in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    scored = torch.zeros((len(sequences), width), dtype=torch.bool, device=device)
+    for row, (prompt, cont) in enumerate(sequences):
+        n = len(prompt) + len(cont)
+        ids[row, :n], mask[row, :n] = torch.tensor(prompt + cont), 1
+        scored[row, len(prompt) : n] = True  # right padding: positions stay 0..n-1
+    logp = torch.log_softmax(lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    token = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (token * scored[:, 1:]).sum(1)
+
+
+def check_objective(model, loss) -> str:
+    """The hf option choice_objective, checked against the study's loss."""
+    objective = getattr(model.options, "choice_objective", "generative")
+    if objective == "generative" and loss.name != "xent":
+        raise W2SError(f'{model.label}.options.choice_objective = "generative" trains with xent only (loss is {loss.name!r}); '
+                       f'set choice_objective = "choices" to apply {loss.name!r} over all legal moves, or use loss xent')
+    return objective
+
+
+def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
+    """Fine-tune the LM on per-example choices: generative NLL of the target moves, or the study loss over all moves."""
+    import torch
+    from tqdm.auto import tqdm
+
+    objective = check_objective(model, loss)
     seed_everything(ctx.seed)
     trained = pretrained_lm(model)
     lm, cfg, device = trained.lm, model.train, model.device
     prompts = encode_prompts(trained, examples, task)
     choices = [choice_token_ids(trained.tokenizer, e.choices) for e in examples]
     targets = [torch.tensor(np.asarray(t, dtype=np.float32), device=device) for t in soft_targets]
-    steps = max(1, math.ceil(len(examples) * cfg.epochs / cfg.batch_size))
-    params = [p for p in lm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_frac * steps), steps)
-    order = np.random.default_rng(ctx.seed).permutation(np.tile(np.arange(len(examples)), math.ceil(cfg.epochs) + 1))
-    lm.train()
-    for step in range(steps):
-        batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+    moves = weighted_moves(soft_targets)
+
+    def generative(batch) -> tuple[float, None]:
+        pairs = [(i, c, w) for i in batch for c, w in moves[i]]
+        logp = sequence_logprobs(lm, [(prompts[i], choices[i][c]) for i, c, _ in pairs], device)
+        value = -(logp * torch.tensor([w for _, _, w in pairs], device=device)).sum() / len(batch)
+        value.backward()
+        return value.item(), None
+
+    def over_choices(batch) -> tuple[float, float]:
         total, right = 0.0, 0
-        for i in batch:
+        for i in batch:  # one example at a time: every legal move is in the graph
             logits = choice_logprobs(lm, prompts[i], choices[i], device)
             value = loss(logits.unsqueeze(0), targets[i].unsqueeze(0), step / steps) - (targets[i] * logits).sum()
             (value / len(batch)).backward()
             total += value.item() / len(batch)
             right += int(logits.argmax() == targets[i].argmax())
+        return total, right / len(batch)
+
+    run_batch = generative if objective == "generative" else over_choices
+    steps = max(1, math.ceil(len(examples) * cfg.epochs / cfg.batch_size))
+    params = [p for p in lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_frac * steps), steps)
+    rng = np.random.default_rng(ctx.seed)
+    lengths = [len(p) for p in prompts]
+    batches: list[list[int]] = []
+    lm.train()
+    bar = tqdm(total=steps, desc=f"fit {model.label} ({objective})", unit="batch", leave=False, disable=progress_disabled())
+    for step in range(steps):
+        if not batches:
+            batches = length_buckets(lengths, cfg.batch_size, rng)
+        total, acc = run_batch(batches.pop())
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ctx.log_curve(step + 1, "train_loss", total)
-        ctx.log_curve(step + 1, "train_acc", right / len(batch))
+        if acc is not None:
+            ctx.log_curve(step + 1, "train_acc", acc)
+        bar.set_postfix(loss=f"{total:.3f}")
+        bar.update(1)
+    bar.close()
     lm.eval()
     return trained

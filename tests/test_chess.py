@@ -143,6 +143,22 @@ def test_make_puzzles_is_valid_and_reproducible(runner, tmp_path):
     assert all(("mate" in t) == any(x.startswith("mateIn") for x in t) for t in themes)
 
 
+def test_easy_share_cap_keeps_hard_puzzles_and_prefixes(tmp_path):
+    """--max-easy-share: at most that share is solved by depth 1; a shorter run is a prefix of a longer one."""
+    stockfish = stockfish_or_skip()
+    rows = chess_puzzles.make_puzzles(4, 1, stockfish, depth=6, max_easy_share=0.5)
+    ratings = [r["Rating"] for r in rows]
+    assert len(rows) == 4 and sum(r == chess_puzzles.EASY_RATING for r in ratings) <= 2 and max(ratings) > chess_puzzles.EASY_RATING
+    assert chess_puzzles.make_puzzles(2, 1, stockfish, depth=6, max_easy_share=0.5) == rows[:2]
+    cap = chess_puzzles.EasyCap(0.5)
+    kept = []
+    for rating in (600, 600, 850, 600, 600, 1100, 600):
+        if rating != 600 or cap.room():
+            cap.add(rating)
+            kept.append(rating)
+    assert kept == [850, 600, 1100, 600]
+
+
 def test_engine_supervisor_predicts_over_legal_moves(puzzle_file):
     stockfish = stockfish_or_skip()
     task, examples = load_all(puzzle_file)
@@ -229,7 +245,8 @@ def tiny_char_lm(tmp_path_factory):
     return folder
 
 
-def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm):
+@pytest.mark.parametrize("objective,loss", [("generative", "xent"), ("choices", "xent"), ("choices", "logconf")])
+def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm, objective, loss):
     """hf head = "lm" on chess: multi-token SAN choices scored after the prompt; training moves the target up."""
     from w2s_plugins.lm_choices import generate_choices
 
@@ -242,14 +259,32 @@ def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm
     task, examples = load_all(puzzle_file)
     es = list(examples.values())
     train = {"epochs": 4, "batch_size": 3, "lr": 3e-3, "warmup_frac": 0.0}
-    model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm", "max_length": 160}, train, "strong")
+    options = {"path": str(tiny_char_lm), "head": "lm", "max_length": 160, "choice_objective": objective}
+    model = plugins.make_model("hf", options, train, "strong")
     before = model.pretrained(task).predict(es, task)
     for e, p in zip(es, before):
         assert p.shape == (len(e.choices),) and p.sum() == pytest.approx(1.0)
     targets = [np.eye(len(e.choices))[e.label] for e in es]
-    trained = model.fit(es, targets, plugins.make_loss("xent", {}, "loss"), task, Ctx())
+    ctx = Ctx()
+    trained = model.fit(es, targets, plugins.make_loss(loss, {}, "loss"), task, ctx)
     after = trained.predict(es, task)
     assert all(a[e.label] > b[e.label] for e, a, b in zip(es, after, before))
+    losses = [v for _, name, v in ctx.curves if name == "train_loss"]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert any(name == "train_acc" for _, name, _ in ctx.curves) == (objective == "choices")
     generated, texts = generate_choices(trained, es, task)
     m = task.metrics(es, generated)
     assert len(texts) == 3 and m["illegal_moves"] == sum(p.sum() == 0 for p in generated)
+
+
+def test_generative_objective_weights_soft_targets_and_refuses_other_losses(tiny_char_lm, puzzle_file):
+    from w2s_plugins.lm_choices import fit_choices, weighted_moves
+
+    assert weighted_moves([[0.0, 0.75, 0.25], [0.2, 0.0, 0.0]]) == [[(1, 0.75), (2, 0.25)], [(0, 1.0)]]
+    assert weighted_moves([[0.0005, 0.0, 0.0]]) == [[(0, 1.0)]]  # below the floor: the top move still trains
+    task, examples = load_all(puzzle_file)
+    model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm"}, {}, "strong")
+    with pytest.raises(W2SError) as err:
+        fit_choices(model, list(examples.values()), [], plugins.make_loss("logconf", {}, "loss"), task, None)
+    assert str(err.value) == ('hf.options.choice_objective = "generative" trains with xent only (loss is \'logconf\'); '
+                              'set choice_objective = "choices" to apply \'logconf\' over all legal moves, or use loss xent')
