@@ -168,6 +168,7 @@ class Protocol:
         self.stages: dict[str, Stage] = {}
         self._pools: tuple[list[Example], list[Example]] | None = None
         self._data: dict | None = None
+        self.split_records: dict[str, tuple] = {}  # written by Engine.run, so a dry run stores nothing
         self.ground_truth = plugins.make_loss("xent", {}, "ground-truth loss")
 
     # -- data ----------------------------------------------------------------
@@ -198,12 +199,12 @@ class Protocol:
         return tuple(self.split(name, examples, seed) for name, examples in (("weak_train", a), ("transfer", b), ("test", t)))
 
     def split(self, name: str, examples: list[Example], seed: int) -> Split:
-        """A named split with a content key, recorded in the store with its example ids."""
+        """A named split with a content key; its example ids are recorded in the store when the study runs."""
         if self._data is None:
             train, test = self.pools()
             self._data = {"task": self.task.spec(), "train": data_fingerprint(train), "test": data_fingerprint(test)}
         key = fingerprint({**self._data, "seed": seed, "split": name, "n": len(examples), "ids": fingerprint([e.id for e in examples])})
-        self.store.record_split(key, self.task.name, name, seed, [e.id for e in examples])
+        self.split_records[key] = (key, self.task.name, name, seed, [e.id for e in examples])
         return Split(name, key, examples)
 
     def transfer_splits(self, seed: int, k: int) -> list[Split]:
@@ -412,12 +413,16 @@ class Engine:
         self.store = store
         self.echo = echo
         self._trained: dict[str, Trained] = {}
+        self._split_records: dict[str, tuple] = {}
 
     def plan(self, study: Study) -> tuple[list[Stage], list[tuple[Stage, str, dict]]]:
+        """The stages and their study links; nothing is written to the store."""
+        protocol = Protocol(study, self.store)
         try:
-            links = Protocol(study, self.store).plan()
+            links = protocol.plan()
         except W2SError as exc:
             raise W2SError(f"{study.path or '<study>'}: {exc}") from None
+        self._split_records = protocol.split_records
         stages = list({stage.key: stage for stage, _, _ in links}.values())
         return stages, links
 
@@ -432,6 +437,8 @@ class Engine:
         stages, links = self.plan(study)
         if confirm is not None:
             confirm(stages, self.status(stages))
+        for record in self._split_records.values():
+            self.store.record_split(*record)
         study_id = self.store.upsert_study(
             study.name, study.toml_text, study.spec_json(), study.hash(), str(study.path) if study.path else None, versions()
         )
