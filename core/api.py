@@ -172,6 +172,9 @@ class Model:
         """Train on `examples` against `soft_targets` (n, num_labels) with `loss`."""
         raise NotImplementedError
 
+    def check_fit(self, examples: Sequence[Example], loss: "Loss", task: Task) -> None:
+        """Called while planning, before anything runs: raise a W2SError if fit() with these cannot work."""
+
     def load(self, path: Path, task: Task) -> Trained:
         """Reload a model saved by `Trained.save`."""
         raise NotImplementedError

@@ -238,6 +238,7 @@ class Protocol:
 
     def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict,
                   validation: Split | None = None) -> Stage:
+        model.check_fit(split.examples, loss, self.task)
         spec = {
             "kind": "fit",
             "task": self.task.spec(),

@@ -15,7 +15,7 @@ from w2s.api import Model, Options, Trained
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
-from w2s_plugins.hf_lm import fit_lm, load_lm, pretrained_lm
+from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
 from w2s_plugins.hf_loading import load_pretrained
 
 
@@ -168,6 +168,10 @@ class HFModel(Model):
     def pretrained(self, task):
         """The model before fine-tuning, scoring label words (head = "lm" only)."""
         return pretrained_lm(self)
+
+    def check_fit(self, examples, loss, task):
+        if self.options.head == "lm":
+            check_lm_fit(self, examples, loss, task)
 
     def fit(self, examples, soft_targets, loss, task, ctx):
         if self.options.head == "lm":

@@ -204,10 +204,19 @@ def pretrained_lm(model) -> LMTrained:
     return LMTrained(lm, tokenizer, model)
 
 
-def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
-    """Fine-tune the whole LM so the label words' log-probabilities fit the soft targets."""
+def check_lm_fit(model, examples, loss, task) -> None:
+    """What head = "lm" fitting needs: full fine-tuning, and xent for the generative choice objective."""
     if getattr(model.train, "mode", "finetune") != "finetune":
         raise W2SError(f"{model.label}.train.mode: head = \"lm\" fine-tunes the LM itself; set mode = \"finetune\" or head = \"classifier\"")
+    if has_own_choices(task, examples):
+        from w2s_plugins.lm_choices import check_objective
+
+        check_objective(model, loss)
+
+
+def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
+    """Fine-tune the whole LM so the label words' log-probabilities fit the soft targets."""
+    check_lm_fit(model, examples, loss, task)
     if has_own_choices(task, examples):  # per-example choice lists (chess moves): w2s_plugins.lm_choices
         from w2s_plugins.lm_choices import fit_choices
 

@@ -218,6 +218,7 @@ options = {{ depth = 6 }}
                               WHERE m.name = 'accuracy' AND m.split = 'test'""").fetchall())
     assert set(acc) >= {"sf-d1:weak_test", "sf-d3:student_test", "sf-d6:student_test", "sf-d6:ceiling_test"}
     assert all(0.0 <= v <= 1.0 for v in acc.values())
+    assert acc["sf-d1:weak_test"] < acc["sf-d6:ceiling_test"]  # the committed puzzles are not all depth-1 easy
     illegal = con.execute("SELECT DISTINCT value FROM metrics WHERE name = 'illegal_moves'").fetchall()
     assert illegal == [(0.0,)]  # engines only ever answer legal moves
     roles = {r[0] for r in con.execute("SELECT role FROM stages WHERE kind = 'evaluate'")}
@@ -288,3 +289,40 @@ def test_generative_objective_weights_soft_targets_and_refuses_other_losses(tiny
         fit_choices(model, list(examples.values()), [], plugins.make_loss("logconf", {}, "loss"), task, None)
     assert str(err.value) == ('hf.options.choice_objective = "generative" trains with xent only (loss is \'logconf\'); '
                               'set choice_objective = "choices" to apply \'logconf\' over all legal moves, or use loss xent')
+
+
+def test_generative_lm_with_logconf_fails_while_planning(runner, tmp_path, tiny_char_lm):
+    """The objective/loss mismatch is a one-line error before any stage runs (a dry run catches it too)."""
+    stockfish_or_skip()
+    study = tmp_path / "lm.toml"
+    study.write_text(f"""
+[study]
+name = "chess-lm"
+[task]
+name = "chess_puzzles"
+data_dir = "{ROOT / 'studies' / 'data' / 'chess'}"
+n_weak_train = 2
+n_transfer = 2
+n_test = 2
+[task.options]
+file = "puzzles.csv"
+[weak]
+model = "chess_engine"
+options = {{ depth = 1 }}
+[strong]
+model = "hf"
+label = "tiny"
+options = {{ path = "{tiny_char_lm}", head = "lm" }}
+[[losses]]
+name = "logconf"
+""")
+    db = tmp_path / "w2s.db"
+    for extra in (["--dry-run"], []):
+        result = runner.invoke(cli, ["study", "run", str(study), "--db", str(db), *extra])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.strip() == (f'Error: {study}: tiny.options.choice_objective = "generative" trains with xent only '
+                                         "(loss is 'logconf'); set choice_objective = \"choices\" to apply 'logconf' over all "
+                                         "legal moves, or use loss xent")
+    import sqlite3
+
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM stages").fetchone() == (0,)
