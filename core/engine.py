@@ -443,6 +443,7 @@ class Engine:
         study_id = self.store.upsert_study(
             study.name, study.toml_text, study.spec_json(), study.hash(), str(study.path) if study.path else None, versions()
         )
+        self.store.unlink_stale(study_id, {(stage.key, role) for stage, role, _ in links})
         for stage, role, labels in links:
             self.store.link_stage(study_id, stage.key, role, {k: labels.get(k) for k in ("task", "weak", "strong", "loss", "seed")})
         failed: set[str] = set()

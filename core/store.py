@@ -113,6 +113,16 @@ class Store:
         row = self.stage(key)
         return row["status"] if row else None
 
+    def unlink_stale(self, study_id: str, keep: set[tuple[str, str]]) -> int:
+        """Drop the study's links to (stage, role) pairs its plan no longer has (e.g. after a plugin's
+        defaults changed); the stages and their results stay in the store. Returns how many went."""
+        stale = [(r["stage_key"], r["role"]) for r in self.db.query("SELECT stage_key, role FROM study_stages WHERE study_id = ?", [study_id])
+                 if (r["stage_key"], r["role"]) not in keep]
+        with self.db.conn:
+            for key, role in stale:
+                self.db.execute("DELETE FROM study_stages WHERE study_id = ? AND stage_key = ? AND role = ?", [study_id, key, role])
+        return len(stale)
+
     def link_stage(self, study_id: str, key: str, role: str, labels: dict) -> None:
         self.db["study_stages"].upsert(
             {"study_id": study_id, "stage_key": key, "role": role, **labels},

@@ -85,6 +85,26 @@ def test_query_is_read_only(runner, stored):
     assert sqlite_utils.Database(db).execute("select count(*) from studies").fetchone()[0] == 1
 
 
+def test_rerun_drops_links_its_plan_no_longer_has(runner, stored, tmp_path):
+    """Same study, stage keys changed (e.g. a plugin default): the old links go, the old stages stay."""
+    import sqlite3
+
+    f, db0, _ = stored
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(db) as target:
+        sqlite3.connect(db0).backup(target)  # WAL-safe copy
+    d = sqlite_utils.Database(db)
+    study_id = next(d.query("select id from studies"))["id"]
+    old = next(d.query("select stage_key from study_stages where role = 'student'"))["stage_key"]
+    d["study_stages"].insert({"study_id": study_id, "stage_key": old, "role": "student_old_default", "seed": 0})
+    links = d.execute("select count(*) from study_stages").fetchone()[0]
+    result = runner.invoke(cli, ["study", "run", str(f), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert d.execute("select count(*) from study_stages").fetchone()[0] == links - 1
+    assert not list(d.query("select * from study_stages where role = 'student_old_default'"))
+    assert d.execute("select count(*) from stages where key = ?", [old]).fetchone()[0] == 1
+
+
 def test_study_list_and_show(runner, stored):
     f, db, _ = stored
     listed = runner.invoke(cli, ["study", "list", "--db", str(db), "--json"])
