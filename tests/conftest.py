@@ -67,8 +67,8 @@ def runner():
     return CliRunner()
 
 
-def study_toml(data_dir, strong_path, name="tiny", losses=("xent", "logconf"), extra=""):
-    loss_tables = "\n".join(f'[[losses]]\nname = "{l}"\n' for l in losses)
+def sst2_study(data_dir, strong: str, weak: str = 'model = "bow"', n=(40, 80, 60), name="tiny", extra="") -> str:
+    """A one-seed SST-2 study TOML: the [weak] and [strong] table bodies are given, `extra` is appended."""
     return f"""
 [study]
 name = "{name}"
@@ -77,15 +77,23 @@ seeds = [0]
 [task]
 name = "sst2"
 data_dir = "{data_dir}"
-n_weak_train = 40
-n_transfer = 80
-n_test = 60
+n_weak_train = {n[0]}
+n_transfer = {n[1]}
+n_test = {n[2]}
 
 [weak]
-model = "bow"
+{weak}
 
 [strong]
-model = "hf"
+{strong}
+{extra}
+"""
+
+
+def study_toml(data_dir, strong_path, name="tiny", losses=("xent", "logconf"), extra=""):
+    """The tiny bow -> hf study most tests run."""
+    loss_tables = "\n".join(f'[[losses]]\nname = "{l}"\n' for l in losses)
+    strong = f"""model = "hf"
 [strong.options]
 path = "{strong_path}"
 max_length = 16
@@ -93,10 +101,8 @@ max_length = 16
 epochs = 2
 batch_size = 16
 lr = 1e-3
-
-{loss_tables}
-{extra}
 """
+    return sst2_study(data_dir, strong, name=name, extra=f"{loss_tables}\n{extra}")
 
 
 LM_WORDS = ("yes no reasonable unreasonable acceptable wrong first second true false answer question scenario excuse "

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import sst2_study
 from fake_openai import FakeOpenAI
 from w2s.api import W2SError
 from w2s.cli import cli
@@ -33,23 +34,7 @@ def fake(monkeypatch):
 
 
 def openai_study(data_dir, base_url, weak='model = "bow"', extra_options="", n=(40, 40, 30), name="oa"):
-    return f"""
-[study]
-name = "{name}"
-seeds = [0]
-
-[task]
-name = "sst2"
-data_dir = "{data_dir}"
-n_weak_train = {n[0]}
-n_transfer = {n[1]}
-n_test = {n[2]}
-
-[weak]
-{weak}
-
-[strong]
-model = "gpt-4o-mini"
+    strong = f"""model = "gpt-4o-mini"
 [strong.options]
 base_url = "{base_url}"
 poll_seconds = 0.05
@@ -58,6 +43,7 @@ max_concurrency = 4
 [strong.train]
 n_epochs = 2
 """
+    return sst2_study(data_dir, strong, weak=weak, n=n, name=name)
 
 
 def run_cli(runner, *args):
