@@ -73,13 +73,15 @@ def predict_choices(trained: LMTrained, examples, task, ctx=None) -> list[np.nda
 def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 6) -> list[np.ndarray]:
     """Greedy free generation; one-hot on the named choice, all zeros when it names none (illegal move)."""
     import torch
+    from tqdm.auto import tqdm
 
     tok = trained.tokenizer
     prompts = encode_prompts(trained, examples, task)
     out, texts = [], []
     trained.lm.eval()
+    items = zip(examples, prompts)
     with torch.inference_mode():
-        for e, ids in zip(examples, prompts):
+        for e, ids in tqdm(items, total=len(examples), desc="generate moves", unit="example", leave=False, disable=progress_disabled()):
             prompt = torch.tensor([ids], device=trained.owner.device)
             generated = trained.lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
                                             do_sample=False, pad_token_id=tok.pad_token_id)
