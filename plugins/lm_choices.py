@@ -5,8 +5,8 @@ are the summed log-probabilities of each choice string (" " + choice, multi-toke
 task's rendered prompt; the prompt runs once and its KV cache is shared by all choices.
 
 Training follows the hf option `choice_objective`:
-- "generative" (default): the LM is fine-tuned on (prompt -> move) pairs, the NLL of each target
-  move weighted by its target mass. Only moves with mass run, in padded batches, so it trains at
+- "generative" (default): the LM is fine-tuned on (prompt -> move + EOS) pairs, the NLL of each
+  target move weighted by its target mass; the EOS teaches free generation to stop after the move. Only moves with mass run, in padded batches, so it trains at
   the model's plain fine-tuning speed. It is cross-entropy to the (soft) labels, so it takes the
   xent loss only.
 - "choices": the study's loss on the logits over all legal moves, plus the targets' generative NLL.
@@ -70,7 +70,7 @@ def predict_choices(trained: LMTrained, examples, task, ctx=None) -> list[np.nda
     return out
 
 
-def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 6) -> list[np.ndarray]:
+def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 10) -> list[np.ndarray]:
     """Greedy free generation; one-hot on the named choice, all zeros when it names none (illegal move)."""
     import torch
     from tqdm.auto import tqdm
@@ -84,7 +84,7 @@ def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 6
         for e, ids in tqdm(items, total=len(examples), desc="generate moves", unit="example", leave=False, disable=progress_disabled()):
             prompt = torch.tensor([ids], device=trained.owner.device)
             generated = trained.lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
-                                            do_sample=False, pad_token_id=tok.pad_token_id)
+                                            do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             text = tok.decode(generated[0, len(ids):], skip_special_tokens=True)
             index = task.choice_index(e, text) if hasattr(task, "choice_index") else (e.choices.index(text.strip()) if text.strip() in e.choices else None)
             row = np.zeros(len(e.choices))
@@ -123,6 +123,11 @@ def sequence_logprobs(lm, sequences: list[tuple[list[int], list[int]]], device):
     return (token * scored[:, 1:]).sum(1)
 
 
+def end_tokens(tokenizer) -> list[int]:
+    """What ends a generated answer: the EOS token, so that generation learns to stop after the move."""
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
 def check_objective(model, loss) -> str:
     """The hf option choice_objective, checked against the study's loss."""
     objective = getattr(model.options, "choice_objective", "generative")
@@ -145,10 +150,11 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     choices = [choice_token_ids(trained.tokenizer, e.choices) for e in examples]
     targets = [torch.tensor(np.asarray(t, dtype=np.float32), device=device) for t in soft_targets]
     moves = weighted_moves(soft_targets)
+    end = end_tokens(trained.tokenizer)
 
     def generative(batch) -> tuple[float, None]:
         pairs = [(i, c, w) for i in batch for c, w in moves[i]]
-        logp = sequence_logprobs(lm, [(prompts[i], choices[i][c]) for i, c, _ in pairs], device)
+        logp = sequence_logprobs(lm, [(prompts[i], choices[i][c] + end) for i, c, _ in pairs], device)
         value = -(logp * torch.tensor([w for _, _, w in pairs], device=device)).sum() / len(batch)
         value.backward()
         return value.item(), None
