@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from w2s.api import Model, Options, Trained
+from w2s.api import Model, Options, Trained, W2SError
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
@@ -108,7 +108,7 @@ class HFModel(Model):
     name = "hf"
     version = "1"
     description = "any Hugging Face encoder or causal LM (hub id, local folder or GGUF) with a pooled linear head"
-    capabilities = frozenset({"finetune", "linear_probe", "early_stopping", "prompt"})  # prompt: with head = "lm"
+    capabilities = frozenset({"finetune", "linear_probe", "logistic_regression", "early_stopping", "prompt"})  # prompt: with head = "lm"
     aliases = {"bert": {"path": "bert-base-uncased"}, "gpt2": {"path": "gpt2"}, "minilm-l6": _minilm(), "smollm2-135m": _smollm2()}
 
     class Options(Options):
@@ -127,8 +127,9 @@ class HFModel(Model):
             "NLL of the target move (xent only, fast); choices = the study loss over all legal moves (any loss, slow)")
 
     class Train(TrainConfig):
-        mode: Literal["finetune", "linear_probe"] = Field(
-            default="finetune", description="linear_probe: train only a head on cached frozen features")
+        mode: Literal["finetune", "linear_probe", "logistic_regression"] = Field(
+            default="finetune", description="linear_probe: train only a head on cached frozen features (this loop, "
+            "lr and epochs); logistic_regression: that head fit to convergence by scikit-learn (xent only)")
 
     @property
     def device(self):
@@ -172,11 +173,14 @@ class HFModel(Model):
     def check_fit(self, examples, loss, task):
         if self.options.head == "lm":
             check_lm_fit(self, examples, loss, task)
+        elif self.train.mode == "logistic_regression" and loss.name != "xent":
+            raise W2SError(f'{self.label}.train.mode = "logistic_regression" fits cross-entropy only (loss is {loss.name!r}); '
+                           'use mode = "linear_probe" for other losses')
 
     def fit(self, examples, soft_targets, loss, task, ctx):
         if self.options.head == "lm":
             return fit_lm(self, examples, soft_targets, loss, task, ctx)
-        if self.train.mode == "linear_probe":
+        if self.train.mode in ("linear_probe", "logistic_regression"):
             return fit_probe(self, examples, soft_targets, loss, task, ctx)
         seed_everything(ctx.seed)
         tokenizer, module = self.build(task.num_labels)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2s.api import Trained, fingerprint
+from w2s.api import Trained, W2SError, fingerprint
 from w2s.train import fit_module, predict_module, seed_everything
 
 FEATURE_FIELDS = ("path", "gguf_file", "revision", "pooling", "num_layers", "max_length", "dtype")
@@ -144,6 +144,9 @@ def fit_probe(model, examples, soft_targets, loss, task, ctx) -> ProbeTrained:
     feats = cache.features(list(examples), task)
     seed_everything(ctx.seed)
     head = probe_head(feats.shape[1], task.num_labels).to(model.device)
+    if model.train.mode == "logistic_regression":
+        set_linear(head.linear, *logistic_regression(feats, np.asarray(soft_targets, dtype=float)))
+        return ProbeTrained(head, cache, model)
     evaluate, every = None, 0
     validation = getattr(ctx, "validation", None)
     if validation is not None:
@@ -153,6 +156,38 @@ def fit_probe(model, examples, soft_targets, loss, task, ctx) -> ProbeTrained:
     fit_module(head, rows(feats), np.asarray(soft_targets), loss, model.train, stack, ctx, model.device,
                desc=f"probe {model.label}", evaluate=evaluate, eval_every=every)
     return ProbeTrained(head, cache, model)
+
+
+def logistic_regression(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, hidden) weights and (K,) biases of an L2 logistic regression (scikit-learn, L-BFGS, to convergence).
+
+    Soft targets are exact: each example appears once per class, weighted by that class's probability,
+    so the fitted objective is the soft-label cross-entropy. Softmax of the returned logits = predict_proba.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    n, k = targets.shape
+    x, y, w = np.repeat(features, k, axis=0), np.tile(np.arange(k), n), targets.reshape(-1)
+    keep = w > 0
+    present = np.unique(y[keep])
+    if len(present) < 2:
+        raise W2SError(f"logistic_regression: the targets put all their mass on class {int(present[0])}; a probe needs two classes")
+    clf = LogisticRegression(max_iter=2000).fit(x[keep], y[keep], sample_weight=w[keep])
+    weight, bias = np.zeros((k, features.shape[1])), np.full(k, -1e4)  # a class with no mass gets no probability
+    if len(clf.classes_) == 2:  # one decision function: sigmoid(b - a) = softmax([a, b])[1]
+        weight[clf.classes_[1]], bias[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
+        bias[clf.classes_[0]] = 0.0
+    else:
+        weight[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
+    return weight, bias
+
+
+def set_linear(linear, weight: np.ndarray, bias: np.ndarray) -> None:
+    import torch
+
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
+        linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
 
 
 def load_probe(model, path: Path) -> ProbeTrained:

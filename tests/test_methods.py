@@ -8,7 +8,7 @@ import pytest
 import sqlite_utils
 
 from w2s import plugins
-from w2s.api import Example
+from w2s.api import Example, W2SError
 from w2s.cli import cli
 from w2s.engine import StageResult, evaluate_pair
 from w2s.methods import grid_pairs
@@ -266,7 +266,7 @@ def test_baseline_row_and_oracle_early_stopping_row(runner, tmp_path, sentiment_
     assert min(s for s, v in curve.items() if v == best["value"]) == best["step"]
     # the strong model before fine-tuning: a probe on frozen features, fit on the weak model's split A
     baseline = next(db.query("select * from stages where role = 'baseline' and kind = 'fit'"))
-    assert json.loads(baseline["model_json"])["train"]["mode"] == "linear_probe"
+    assert json.loads(baseline["model_json"])["train"]["mode"] == "logistic_regression"  # fit to convergence
     assert json.loads(baseline["spec_json"])["data"] == next(db.query("select key from splits where name = 'weak_train'"))["key"]
     line = next(l for l in result.output.splitlines() if "Strong Model (pretrained) (bert)" in l)
     evaluate = next(db.query("select * from evaluations where role = 'evaluate'"))
@@ -276,6 +276,26 @@ def test_baseline_row_and_oracle_early_stopping_row(runner, tmp_path, sentiment_
 
 
 # -- linear probe with cached features ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_logistic_regression_probe_matches_scikit_learn(k):
+    """The torch head carries the fitted regression exactly; one-hot targets = a plain fit on the labels."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from w2s_plugins.hf_probe import logistic_regression, probe_head, set_linear
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = np.argmax(x[:, :k] + 0.3 * rng.normal(size=(300, k)), axis=1)
+    head = probe_head(8, k)
+    set_linear(head.linear, *logistic_regression(x, np.eye(k)[y]))
+    probs = torch.softmax(head(torch.from_numpy(x)), -1).detach().numpy()
+    reference = LogisticRegression(max_iter=2000).fit(x, y).predict_proba(x)
+    assert np.allclose(probs, reference, atol=1e-4)
+    assert (probs.argmax(1) == y).mean() > 0.8
+    with pytest.raises(W2SError, match="needs two classes"):
+        logistic_regression(x, np.eye(k)[np.zeros(300, dtype=int)])
 
 
 class FakeContext:
@@ -414,3 +434,14 @@ def test_minilm_linear_probe_2000_examples_10_epochs_encodes_each_example_once(t
     trained = probe.fit(examples, targets, plugins.make_loss("xent", {}, "loss"), task, ctx)
     assert sum(encoder_calls) == 2000 and len([c for c in ctx.curves if c[1] == "train_loss"]) == 10 * 63
     assert (trained.predict(examples, task).argmax(1) == targets.argmax(1)).mean() > 0.7 and sum(encoder_calls) == 2000
+
+
+def test_logistic_regression_mode_refuses_other_losses(tiny_bert):
+    from w2s import plugins
+
+    model = plugins.make_model("hf", {"path": str(tiny_bert)}, {"mode": "logistic_regression"}, "strong")
+    with pytest.raises(W2SError) as err:
+        model.check_fit([], plugins.make_loss("logconf", {}, "loss"), None)
+    assert str(err.value) == ("hf.train.mode = \"logistic_regression\" fits cross-entropy only (loss is 'logconf'); "
+                              'use mode = "linear_probe" for other losses')
+    model.check_fit([], plugins.make_loss("xent", {}, "loss"), None)  # fine
