@@ -75,10 +75,12 @@ def results_table(store: Store, study_id: str) -> str:
         tablefmt="simple",
         disable_numparse=True,
     )
-    flags = sorted({f for r in res for f in json.loads(r["flags"] or "[]")})
+    several = len({(r["weak"], r["strong"]) for r in res}) > 1  # then each flag names its pair
+    flag_lines = sorted({f"FLAG ({r['weak']} -> {r['strong']}): {f}" if several else f"FLAG: {f}"
+                         for r in res for f in json.loads(r["flags"] or "[]")})
     chain_only = not res and bool(evaluations(store, study_id, "chain_step"))  # chains have their own table below
     lines = [acc_table] if chain_only else [acc_table, "", pgr_table]
-    lines += [f"FLAG: {f}" for f in flags]
+    lines += flag_lines
     lines.append("PGR = (student - weak) / (ceiling - weak); CI: paired bootstrap over test examples (1000 resamples).")
     if len({r["seed"] for r in res}) > 1:
         lines.append("mean rows: mean over seeds, with a t-based 95% CI across seeds.")

@@ -90,6 +90,12 @@ def test_evaluate_pair_flags_degenerate_and_ceiling_from_constructed_predictions
     store.link_stage(study_id, "eval", "evaluate", {"task": "t", "weak": "w", "strong": "s", "loss": "xent", "seed": 0})
     text = results_table(store, study_id)
     assert "FLAG: ceiling<=weak" in text and "FLAG: degenerate" in text
+    # with a second pair in the study, each flag names the pair it is about
+    store.begin_stage(study_id, "eval2", {"kind": "evaluate", "role": "evaluate"})
+    store.finish_stage("eval2", 0.0, sound)
+    store.link_stage(study_id, "eval2", "evaluate", {"task": "t", "weak": "w", "strong": "s2", "loss": "xent", "seed": 0})
+    flags = [line for line in results_table(store, study_id).splitlines() if line.startswith("FLAG")]
+    assert [f.split(":")[0] for f in flags] == ["FLAG (w -> s)", "FLAG (w -> s)"]
 
 
 # -- grids --------------------------------------------------------------------------------------
