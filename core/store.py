@@ -103,7 +103,10 @@ class Store:
         )
         if not rows:
             raise W2SError(f"no study {ref!r} in {self.path}; see `w2s study list`")
-        return rows[0]
+        exact = [r for r in rows if ref in (r["id"], r["name"])]
+        if not exact and len(rows) > 1:  # ULIDs made within a second share their first 8 characters
+            raise W2SError(f"study id prefix {ref!r} matches {len(rows)} studies in {self.path}; give more of the id (see `w2s study list`)")
+        return (exact or rows)[0]
 
     # -- stages ----------------------------------------------------------
     def stage(self, key: str) -> dict | None:

@@ -99,8 +99,23 @@ def test_show_json_and_toml(stored):
     text = invoke("study", "show", "alpha", "--db", stored["db"]).stdout
     assert f"task sst2 (data {stored['data']}); weak bow; strong bow-bigrams; losses xent, logconf; seeds [0]" in text
     assert "evaluate" in text and "PGR" in text
-    toml_text = invoke("study", "show", stored["a"][:8], "--db", stored["db"], "--toml").stdout
+    toml_text = invoke("study", "show", stored["a"][:12], "--db", stored["db"], "--toml").stdout  # 12: past the ms timestamp
     assert toml_text.strip() == (stored["folder"] / "a.toml").read_text().strip()
+
+
+def test_ambiguous_id_prefix_is_an_error(tmp_path):
+    from w2s.store import Store
+
+    store = Store(tmp_path / "w2s.db")
+    for name in ("one", "two"):
+        study_id = store.upsert_study(name, "", {}, name, None, {})
+        store.db.execute("UPDATE studies SET id = ? WHERE id = ?", [f"01ABCDEF{name.upper()}", study_id])
+        store.db.conn.commit()
+    result = CliRunner().invoke(cli, ["study", "show", "01ABCDEF", "--db", str(tmp_path / "w2s.db")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (f"Error: study id prefix '01ABCDEF' matches 2 studies in {tmp_path / 'w2s.db'}; "
+                                     "give more of the id (see `w2s study list`)")
+    assert store.find_study("01ABCDEFT")["name"] == "two" and store.find_study("one")["name"] == "one"
 
 
 def test_compare_aligns_pairs_and_json_round_trips(stored):
