@@ -351,19 +351,20 @@ def playout_move(rng: random.Random, board, shallow: list[dict]):
     return shallow[0]["pv"][0]
 
 
-def clear_best_move(engine, board, depth: int, margin: float, key, hard_only: bool = False) -> dict | None:
+def clear_best_move(engine, board, depth: int, margin: float, key, ply: int, hard_only: bool = False) -> dict | None:
     """The depth-`depth` analysis of the best move when it is clearly best; a depth-4 look first saves time.
 
-    With `hard_only`, a position whose depth-4 best move a fresh depth-1 search also plays is skipped
-    before the deep search (it would almost surely be an easy puzzle).
+    `key` names the game (its hash is kept between positions). With `hard_only`, a position whose
+    depth-4 best move a fresh depth-1 search also plays is skipped before the deep search (it would
+    almost surely be an easy puzzle).
     """
     import chess.engine
 
     for d, need in ((min(4, depth), PREFILTER_MARGIN * margin), (depth, margin)):
-        infos = [i for i in engine.analyse(board, chess.engine.Limit(depth=d), multipv=2, game=key[:2]) if i.get("pv")]
+        infos = [i for i in engine.analyse(board, chess.engine.Limit(depth=d), multipv=2, game=key) if i.get("pv")]
         if len(infos) < 2 or not clearly_best(infos[0]["score"].relative, infos[1]["score"].relative, need):
             return None
-        if hard_only and d < depth and fresh_best(engine, board, 1, key) == infos[0]["pv"][0]:
+        if hard_only and d < depth and fresh_best(engine, board, 1, (*key, ply)) == infos[0]["pv"][0]:
             return None
     return infos[0]
 
@@ -385,7 +386,7 @@ def game_puzzles(engine, seed: int, game: int, depth: int, margin: float, limit:
             board.push(rng.choice(sorted(board.legal_moves, key=lambda m: m.uci())))
             continue
         if ply >= 8:
-            best = clear_best_move(engine, board, depth, margin, (*key, ply), hard_only=not cap.room())
+            best = clear_best_move(engine, board, depth, margin, key, ply, hard_only=not cap.room())
             if best is not None:
                 rating = difficulty_rating(engine, board, best["pv"][0], (*key, ply, "rating"))
                 if rating != EASY_RATING or cap.room():

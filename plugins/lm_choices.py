@@ -6,9 +6,9 @@ task's rendered prompt; the prompt runs once and its KV cache is shared by all c
 
 Training follows the hf option `choice_objective`:
 - "generative" (default): the LM is fine-tuned on (prompt -> move + EOS) pairs, the NLL of each
-  target move weighted by its target mass; the EOS teaches free generation to stop after the move. Only moves with mass run, in padded batches, so it trains at
-  the model's plain fine-tuning speed. It is cross-entropy to the (soft) labels, so it takes the
-  xent loss only.
+  target move weighted by its target mass; the EOS teaches free generation to stop after the move.
+  Only moves with mass run, in padded batches, so it trains at the model's plain fine-tuning speed.
+  It is cross-entropy to the (soft) labels, so it takes the xent loss only (checked while planning).
 - "choices": the study's loss on the logits over all legal moves, plus the targets' generative NLL.
   Any loss works (logconf, product), but every legal move is backpropagated (~35x the work).
 """
@@ -128,13 +128,11 @@ def end_tokens(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
-def check_objective(model, loss) -> str:
+def check_objective(model, loss) -> None:
     """The hf option choice_objective, checked against the study's loss."""
-    objective = getattr(model.options, "choice_objective", "generative")
-    if objective == "generative" and loss.name != "xent":
+    if model.options.choice_objective == "generative" and loss.name != "xent":
         raise W2SError(f'{model.label}.options.choice_objective = "generative" trains with xent only (loss is {loss.name!r}); '
                        f'set choice_objective = "choices" to apply {loss.name!r} over all legal moves, or use loss xent')
-    return objective
 
 
 def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
@@ -142,7 +140,7 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     import torch
     from tqdm.auto import tqdm
 
-    objective = check_objective(model, loss)
+    objective = model.options.choice_objective  # checked against the loss by check_lm_fit
     seed_everything(ctx.seed)
     trained = pretrained_lm(model)
     lm, cfg, device = trained.lm, model.train, model.device
@@ -152,18 +150,18 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     moves = weighted_moves(soft_targets)
     end = end_tokens(trained.tokenizer)
 
-    def generative(batch) -> tuple[float, None]:
+    def generative(batch, progress: float) -> tuple[float, None]:
         pairs = [(i, c, w) for i in batch for c, w in moves[i]]
         logp = sequence_logprobs(lm, [(prompts[i], choices[i][c] + end) for i, c, _ in pairs], device)
         value = -(logp * torch.tensor([w for _, _, w in pairs], device=device)).sum() / len(batch)
         value.backward()
         return value.item(), None
 
-    def over_choices(batch) -> tuple[float, float]:
+    def over_choices(batch, progress: float) -> tuple[float, float]:
         total, right = 0.0, 0
         for i in batch:  # one example at a time: every legal move is in the graph
             logits = choice_logprobs(lm, prompts[i], choices[i], device)
-            value = loss(logits.unsqueeze(0), targets[i].unsqueeze(0), step / steps) - (targets[i] * logits).sum()
+            value = loss(logits.unsqueeze(0), targets[i].unsqueeze(0), progress) - (targets[i] * logits).sum()
             (value / len(batch)).backward()
             total += value.item() / len(batch)
             right += int(logits.argmax() == targets[i].argmax())
@@ -182,7 +180,7 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     for step in range(steps):
         if not batches:
             batches = length_buckets(lengths, cfg.batch_size, rng)
-        total, acc = run_batch(batches.pop())
+        total, acc = run_batch(batches.pop(), step / steps)
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()

@@ -226,6 +226,18 @@ options = {{ depth = 6 }}
     assert "sf-d1" in result.output and "sf-d6" in result.output
 
 
+class RecordingCtx:
+    """The stage context an LM fit needs: a seed, and curves kept for inspection."""
+
+    seed = 0
+
+    def __init__(self):
+        self.curves = []
+
+    def log_curve(self, step, name, value):
+        self.curves.append((step, name, value))
+
+
 @pytest.fixture(scope="module")
 def tiny_char_lm(tmp_path_factory):
     """A 2-layer GPT-2 (n_embd 32) over characters, so any FEN or SAN move tokenizes offline."""
@@ -252,12 +264,6 @@ def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm
     """hf head = "lm" on chess: multi-token SAN choices scored after the prompt; training moves the target up."""
     from w2s_plugins.lm_choices import generate_choices
 
-    class Ctx:
-        seed, curves = 0, []
-
-        def log_curve(self, step, name, value):
-            self.curves.append((step, name, value))
-
     task, examples = load_all(puzzle_file)
     es = list(examples.values())
     train = {"epochs": 4, "batch_size": 3, "lr": 3e-3, "warmup_frac": 0.0}
@@ -267,7 +273,7 @@ def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm
     for e, p in zip(es, before):
         assert p.shape == (len(e.choices),) and p.sum() == pytest.approx(1.0)
     targets = [np.eye(len(e.choices))[e.label] for e in es]
-    ctx = Ctx()
+    ctx = RecordingCtx()
     trained = model.fit(es, targets, plugins.make_loss(loss, {}, "loss"), task, ctx)
     after = trained.predict(es, task)
     assert all(a[e.label] > b[e.label] for e, a, b in zip(es, after, before))
@@ -280,14 +286,14 @@ def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm
 
 
 def test_generative_objective_weights_soft_targets_and_refuses_other_losses(tiny_char_lm, puzzle_file):
-    from w2s_plugins.lm_choices import fit_choices, weighted_moves
+    from w2s_plugins.lm_choices import weighted_moves
 
     assert weighted_moves([[0.0, 0.75, 0.25], [0.2, 0.0, 0.0]]) == [[(1, 0.75), (2, 0.25)], [(0, 1.0)]]
     assert weighted_moves([[0.0005, 0.0, 0.0]]) == [[(0, 1.0)]]  # below the floor: the top move still trains
     task, examples = load_all(puzzle_file)
     model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm"}, {}, "strong")
     with pytest.raises(W2SError) as err:
-        fit_choices(model, list(examples.values()), [], plugins.make_loss("logconf", {}, "loss"), task, None)
+        model.fit(list(examples.values()), [], plugins.make_loss("logconf", {}, "loss"), task, None)
     assert str(err.value) == ('hf.options.choice_objective = "generative" trains with xent only (loss is \'logconf\'); '
                               'set choice_objective = "choices" to apply \'logconf\' over all legal moves, or use loss xent')
 
@@ -333,17 +339,11 @@ def test_generative_training_teaches_the_move_and_where_it_ends(puzzle_file, tin
     """Fit on (prompt -> move + EOS): greedy generation then says exactly the target move and stops."""
     from w2s_plugins.lm_choices import generate_choices
 
-    class Ctx:
-        seed = 0
-
-        def log_curve(self, *args):
-            pass
-
     task, examples = load_all(puzzle_file)
     es = list(examples.values())
     train = {"epochs": 60, "batch_size": 3, "lr": 1e-2, "warmup_frac": 0.0}
     model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm", "max_length": 160}, train, "strong")
-    trained = model.fit(es, [np.eye(len(e.choices))[e.label] for e in es], plugins.make_loss("xent", {}, "loss"), task, Ctx())
+    trained = model.fit(es, [np.eye(len(e.choices))[e.label] for e in es], plugins.make_loss("xent", {}, "loss"), task, RecordingCtx())
     generated, texts = generate_choices(trained, es, task)
     assert [t.strip() for t in texts] == [e.meta["target"] for e in es]
     assert task.metrics(es, generated) == {"exact_match": 1.0, "illegal_moves": 0.0, "illegal_rate": 0.0}
