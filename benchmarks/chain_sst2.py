@@ -17,10 +17,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from w2s.engine import Engine
-from w2s.report import results_table
-from w2s.store import Store
-from w2s.study import load_study
+from w2s.running.driver import Driver
+from w2s.reporting.tables import results_table
+from w2s.storing.store import Store
+from w2s.planning.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("role", "weak", "strong", "loss", "seed", "weak_acc", "student_acc", "ceiling_acc", "pgr", "pgr_ci_low", "pgr_ci_high", "agreement", "n_test")
@@ -39,7 +39,7 @@ def main():
     db_path = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db"
     store = Store(db_path)
     start = time.perf_counter()
-    study_id = store.find_study(study.name)["id"] if args.no_run else Engine(store).run(study)
+    study_id = store.find_study(study.name)["id"] if args.no_run else Driver(store).run(study)
     wall = time.perf_counter() - start
     if args.no_run:  # wall time of the stages that ran, from the store
         wall = sum(r["seconds"] or 0 for r in sqlite_utils.Database(db_path).query(

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from w2s.engine import Engine
-from w2s.report import results_table
-from w2s.store import Store
-from w2s.study import parse_study
+from w2s.running.driver import Driver
+from w2s.reporting.tables import results_table
+from w2s.storing.store import Store
+from w2s.planning.study import parse_study
 from w2s_plugins.chess_puzzles import ChessPuzzlesTask, find_stockfish, make_puzzles, write_puzzles
 from w2s_plugins.lm_choices import generate_choices
 
@@ -104,7 +104,7 @@ def main():
     n_transfer = args.n_transfer or pool - args.n_weak_train
     study = parse_study(study_toml(puzzles, args.n_weak_train, n_transfer, args.test_frac, args.epochs, args.lr))
     store = Store(Path(tempfile.mkdtemp()) / "w2s.db")
-    engine = Engine(store)
+    engine = Driver(store)
     start = time.perf_counter()
     study_id = engine.run(study)
     study_seconds = time.perf_counter() - start

@@ -22,20 +22,22 @@ from pathlib import Path
 
 import torch
 
-from w2s.engine import Engine, Protocol
-from w2s.evals import eval_rows, eval_table, plan_evals
-from w2s.store import Store
-from w2s.study import parse_study
+from w2s.planning.evals import plan_evals
+from w2s.planning.protocol import Protocol
+from w2s.planning.study import parse_study
+from w2s.reporting.cross_task import eval_rows, eval_table
+from w2s.running.driver import Driver
+from w2s.storing.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSETS = ["justice", "deontology", "virtue", "utilitarianism", "commonsense", "commonsense_long"]
 
 
-class EvalOnlyEngine(Engine):
+class EvalOnlyDriver(Driver):
     """Runs only a study's cross-task evals of its pretrained strong models."""
 
     def plan(self, study):
-        links = plan_evals(Protocol(study, self.store), [])
+        links = plan_evals(Protocol(study), [])
         return list({stage.key: stage for stage, _, _ in links}.values()), links
 
 
@@ -98,7 +100,7 @@ def main():
     store = Store(Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db")
     cached = sum(1 for _ in store.db.query("SELECT key FROM stages WHERE kind = 'eval' AND status = 'done'"))
     start = time.perf_counter()
-    engine = EvalOnlyEngine(store)
+    engine = EvalOnlyDriver(store)
     study_id = engine.run(study)
     planned = {stage.key for stage in engine.plan(study)[0]}
     wall = time.perf_counter() - start

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from w2s.engine import Engine
-from w2s.store import Store
-from w2s.study import load_study
+from w2s.running.driver import Driver
+from w2s.storing.store import Store
+from w2s.planning.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def main():
     study = load_study(ROOT / "studies" / "sst2_minilm.toml", [f"task.data_dir={json.dumps(str(Path(args.data).resolve()))}"])
     db_path = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "w2s.db"
     start = time.perf_counter()
-    study_id = Engine(Store(db_path)).run(study)
+    study_id = Driver(Store(db_path)).run(study)
     wall = time.perf_counter() - start
     db = sqlite_utils.Database(db_path)
     stages = list(db.query(

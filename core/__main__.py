@@ -1,3 +1,3 @@
-from .cli import cli
+from .commands.cli import cli
 
 cli()

@@ -1,4 +1,11 @@
-"""The types plugins build on: Example, Task, Model, Trained, Loss and the StageContext."""
+"""The plugin contract: Example, Task, Model, Trained, Loss and the StageContext a running stage sees.
+
+Everything the engine or another plugin may ask of a plugin is declared here, typed, with a default:
+a third-party author reads this one file to know what to implement. Required: Task.load,
+Model.fit/load, Trained.predict/save. Optional (override when the model can): Model.pretrained,
+prompted, scores_prompts, estimate_cost, preflight, check_fit, resources; Trained.score_many;
+Task.metrics, choice_index.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence, TypedDict
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -77,8 +84,17 @@ class Task:
         """The prompt for one example: the task's single template filled in."""
         return self.prompt_template.format(text=example.text, **example.meta)
 
+    def metrics(self, examples: Sequence[Example], predictions: Sequence[np.ndarray]) -> dict[str, float]:
+        """Extra metrics of a predict stage on tasks whose examples carry their own choices (e.g. chess exact match)."""
+        return {}
+
+    def choice_index(self, example: Example, text: str) -> int | None:
+        """Which of the example's choices a generated `text` names; None when it names none."""
+        text = text.strip()
+        return example.choices.index(text) if example.choices and text in example.choices else None
+
     def spec(self) -> dict:
-        """What identifies this task's data and formatting, for stage keys."""
+        """What identifies this task's data and formatting, for stage keys; also how a worker rebuilds it."""
         return {
             "name": self.name,
             "version": self.version,
@@ -87,15 +103,60 @@ class Task:
         }
 
 
+def has_own_choices(task: Task, examples: Sequence[Example]) -> bool:
+    """True when each example carries its own choice list (e.g. legal chess moves): predictions are ragged."""
+    return task.kind != "binary" and bool(examples) and examples[0].choices is not None
+
+
+@dataclass
+class Validation:
+    """What a fit sees for oracle early stopping: ground-truth labelled V and how often to check."""
+
+    examples: list[Example]
+    labels: np.ndarray
+    eval_every: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one stage of a model needs, so an executor can place it (Ray: num_cpus, num_gpus, memory)."""
+
+    cpus: float = 1
+    gpus: float = 0
+    memory_mb: int | None = None
+    accelerator: bool = False  # it runs on a GPU when the executor offers one (torch models)
+
+
+class Cost(TypedDict):
+    """What a pending stage would spend on a paid API: tokens, US dollars and how it was counted."""
+
+    tokens: int
+    usd: float
+    what: str
+
+
 class StageContext(Protocol):
-    """What a running stage may ask of the engine; only the driver writes the store."""
+    """What a running stage may ask of the engine. It runs in a worker: it never sees the store.
+
+    Durable progress (answers bought from an API, a remote job id) goes out as events that the
+    driver persists at once; `partial_predictions` and `find_job` read what earlier attempts left.
+    """
 
     stage_key: str
     seed: int
     artifact_dir: Path
+    split: str | None  # predict and eval stages: the split being labelled (keys partial predictions)
+    validation: Validation | None  # oracle fits: ground-truth early stopping on V
+    output: dict  # small JSON notes for the stage row (e.g. how soft labels were used)
 
     def log_curve(self, step: int, name: str, value: float) -> None:
         """Record a training-curve point (kept with the stage's outputs)."""
+
+    def log_metric(self, split: str, name: str, value: float) -> None:
+        """Record a stage metric (e.g. how many answers lacked a label token)."""
+
+    def echo(self, message: str) -> None:
+        """Show one line to the user running the study (printed by the driver)."""
 
     def partial_predictions(self, split: str) -> dict[str, list[float]]:
         """Predictions saved by an earlier, interrupted attempt of this stage: example id -> probs."""
@@ -121,6 +182,10 @@ class Trained:
 
     def save(self, path: Path) -> None:
         raise NotImplementedError
+
+    def score_many(self, prompts: list[str], choices: list[Sequence[str]], ctx: StageContext | None = None) -> list[np.ndarray]:
+        """Prompt-capable models: the log-probability of each choice after each prompt (cross-task evals, baselines)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score prompts")
 
     def free(self) -> None:
         """Release memory (GPU/CPU) held by the model."""
@@ -151,6 +216,12 @@ class Model:
     def __init__(self, options: dict | None = None, train: dict | None = None):
         self.options = self.Options(**(options or {}))
         self.train = self.Train(**(train or {}))
+        self.label = self.name  # how tables name it; the study sets it from `label` or the alias
+
+    def recipe(self) -> dict:
+        """JSON that rebuilds this model in a worker process (plugins.model_from_recipe)."""
+        return {"model": self.name, "options": self.options.model_dump(mode="json"), "train": self.train.model_dump(mode="json"),
+                "label": self.label}
 
     def spec(self) -> dict:
         """What identifies this model and its hyperparameters, for stage keys."""
@@ -172,24 +243,54 @@ class Model:
         """Train on `examples` against `soft_targets` (n, num_labels) with `loss`."""
         raise NotImplementedError
 
-    def check_fit(self, examples: Sequence[Example], loss: "Loss", task: Task) -> None:
-        """Called while planning, before anything runs: raise a W2SError if fit() with these cannot work."""
-
     def load(self, path: Path, task: Task) -> Trained:
         """Reload a model saved by `Trained.save`."""
         raise NotImplementedError
 
+    # -- optional capabilities: override what the model can do ------------------------------------
+    def check_fit(self, examples: Sequence[Example], loss: "Loss", task: Task) -> None:
+        """Called while planning, before anything runs: raise a W2SError if fit() with these cannot work."""
+
+    def scores_prompts(self) -> bool:
+        """True when the model scores label words itself (`Trained.score_many`), as configured."""
+        return "prompt" in self.capabilities
+
+    def pretrained(self, task: Task) -> Trained:
+        """The model as released, before any training; prompt-capable models score prompts with it."""
+        raise W2SError(f"model {self.label!r} has no pretrained form to score prompts with")
+
+    def prompted(self, k_shot: int) -> "Model | None":
+        """The strong baseline as this model's own prompted variant (e.g. an API model with k demonstrations);
+        None: the engine's generic k-shot baseline over `pretrained()` is used."""
+        return None
+
+    def estimate_cost(self, examples: Sequence[Example], task: Task, kind: str, k_shot: int = 0) -> Cost | None:
+        """Paid API models: what a pending fit, predict or eval stage would spend; None when it costs nothing."""
+        return None
+
+    def preflight(self) -> None:
+        """Before any stage runs (once per model with pending stages): fail fast on missing setup, e.g. an API key."""
+
+    def resources(self, kind: str) -> Resources:
+        """What one stage of `kind` (fit, predict, eval) needs, for executors that place work (Ray)."""
+        return Resources()
+
 
 @dataclass(frozen=True)
 class Loss:
-    """A registered loss with its validated options."""
+    """A registered loss with its validated options; `name` is its label in the study."""
 
     name: str
     fn: LossFn
     options: dict
+    registered: str | None = None  # the registry name when the study labels it differently
 
     def __call__(self, logits, soft_targets, step_frac: float):
         return self.fn(logits, soft_targets, step_frac, self.options)
 
     def spec(self) -> dict:
         return {"name": self.name, "options": self.options}
+
+    def recipe(self) -> dict:
+        """JSON that rebuilds this loss in a worker process (plugins.loss_from_recipe)."""
+        return {"name": self.registered or self.name, "label": self.name, "options": self.options}

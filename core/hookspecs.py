@@ -24,3 +24,8 @@ def register_losses(register):
 @hookspec
 def register_commands(cli):
     "Add click commands to the w2s CLI."
+
+
+@hookspec
+def register_executors(register):
+    "Register Executor classes (see w2s.running.executors): register(SlurmExecutor)."

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .api import W2SError
-from .store import w2s_home
+from .home import w2s_home
 
 
 def keys_path() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -12,6 +11,7 @@ import pluggy
 
 from . import hookspecs
 from .api import Loss, Model, Task, W2SError
+from .validation import did_you_mean, options_error
 
 pm = pluggy.PluginManager("w2s")
 pm.add_hookspecs(hookspecs)
@@ -54,7 +54,7 @@ def load_plugins() -> None:
 @dataclass(frozen=True)
 class Registered:
     name: str
-    kind: str  # task | model | loss
+    kind: str  # task | model | loss | executor
     plugin: str
     obj: object
     defaults: dict | None = None  # model aliases: default options
@@ -98,6 +98,8 @@ def _entries(kind, plugin, obj, *args, **kwargs):
     elif kind == "loss":
         name, fn = obj, args[0]
         yield Registered(name, "loss", plugin, fn, options=kwargs.get("options"))
+    elif kind == "executor":
+        yield Registered(obj.name, "executor", plugin, obj)
 
 
 def tasks() -> dict[str, Registered]:
@@ -112,13 +114,12 @@ def losses() -> dict[str, Registered]:
     return _collect("register_losses", "loss")
 
 
+def executors() -> dict[str, Registered]:
+    return _collect("register_executors", "executor")
+
+
 def everything() -> list[Registered]:
-    return [*tasks().values(), *models().values(), *losses().values()]
-
-
-def did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return [*tasks().values(), *models().values(), *losses().values(), *executors().values()]
 
 
 def lookup(kind: str, name: str, where: str) -> Registered:
@@ -132,8 +133,6 @@ def lookup(kind: str, name: str, where: str) -> Registered:
 
 
 def make_task(name: str, options: dict | None, data_dir, where: str) -> Task:
-    from .study import options_error
-
     entry = lookup("task", name, where)
     try:
         return entry.obj(options or {}, data_dir=data_dir)
@@ -142,8 +141,6 @@ def make_task(name: str, options: dict | None, data_dir, where: str) -> Task:
 
 
 def make_model(name: str, options: dict | None, train: dict | None, where: str) -> Model:
-    from .study import options_error
-
     entry = lookup("model", name, where)
     cls = entry.obj
     merged = {**(entry.defaults or {}), **(options or {})}
@@ -158,8 +155,6 @@ def make_model(name: str, options: dict | None, train: dict | None, where: str) 
 
 
 def make_loss(name: str, options: dict | None, where: str) -> Loss:
-    from .study import options_error
-
     entry = lookup("loss", name, where)
     opts = options or {}
     if entry.options is not None:
@@ -169,7 +164,7 @@ def make_loss(name: str, options: dict | None, where: str) -> Loss:
             raise options_error(exc, f"{where}.options", entry.options) from None
     elif opts:
         raise W2SError(f"{where}.options: loss {name!r} takes no options; remove {sorted(opts)}")
-    return Loss(name, entry.obj, opts)
+    return Loss(name, entry.obj, opts, registered=name)
 
 
 def register_inline(module, name: str):

@@ -437,7 +437,7 @@ def register_tasks(register):
 def register_commands(cli):
     import click
 
-    from w2s.cli import user_errors
+    from w2s.commands.cli import user_errors
 
     @cli.group(name="chess")
     def chess_group():

@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from w2s.api import Model, Options, Trained, W2SError
+from w2s.api import Model, Options, Resources, Trained, W2SError
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
@@ -168,7 +168,13 @@ class HFModel(Model):
 
     def pretrained(self, task):
         """The model before fine-tuning, scoring label words (head = "lm" only)."""
+        if self.options.head != "lm":
+            raise W2SError(f'{self.label}: a classifier head cannot score prompts before training; set options.head = "lm"')
         return pretrained_lm(self)
+
+    def resources(self, kind):
+        """One CPU (or more, as the executor gives), and a GPU when the executor offers one."""
+        return Resources(cpus=1, accelerator=True)
 
     def check_fit(self, examples, loss, task):
         if self.options.head == "lm":
@@ -192,7 +198,7 @@ class HFModel(Model):
 
     def validation_accuracy(self, module, tokenizer, task, ctx):
         """GT early stopping: (accuracy on ctx.validation, eval_every), or (None, 0) without one."""
-        validation = getattr(ctx, "validation", None)
+        validation = ctx.validation
         if validation is None:
             return None, 0
         encoded, labels = self.encode(tokenizer, validation.examples, task), np.asarray(validation.labels)

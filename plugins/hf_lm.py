@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2s.api import Trained, W2SError
+from w2s.api import Trained, W2SError, has_own_choices
 from w2s.train import fit_module, length_buckets, seed_everything
 from w2s_plugins.hf_loading import load_pretrained
 
@@ -130,7 +130,7 @@ class LMTrained(Trained):
         """Summed log-probability of each choice string after `prompt`."""
         return self.score_many([prompt], [choices])[0]
 
-    def score_many(self, prompts: list[str], choices: list) -> list[np.ndarray]:
+    def score_many(self, prompts: list[str], choices: list, ctx=None) -> list[np.ndarray]:
         """score() for many prompts, batched by length and grouped by their choice lists."""
         import torch
 
@@ -188,11 +188,6 @@ def split_shared_prefix(encoded: list[dict], minimum: int = 16) -> tuple[list[in
     return list(first[:n]), [{"input_ids": e["input_ids"][n:], "attention_mask": e["attention_mask"][n:]} for e in encoded]
 
 
-def has_own_choices(task, examples) -> bool:
-    """True when each example carries its own choice list instead of the task's label words."""
-    return task.kind != "binary" and bool(examples) and examples[0].choices is not None
-
-
 def softmax(scores: np.ndarray) -> np.ndarray:
     z = np.exp(scores - scores.max())
     return z / z.sum()
@@ -227,7 +222,7 @@ def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     head = label_word_head_class()(trained.lm, ids)
     encoded = trained.encode([task.render(e) for e in examples], max(len(c) for c in ids))
     collate = lambda batch: trained.tokenizer.pad(batch, return_tensors="pt")  # noqa: E731
-    validation = getattr(ctx, "validation", None)  # oracle GT early stopping (engine: gt_early_stopping)
+    validation = ctx.validation  # oracle GT early stopping (study: gt_early_stopping)
     evaluate = (lambda: float((trained.predict(validation.examples, task).argmax(1) == validation.labels).mean())) if validation else None
     fit_module(head, encoded, np.asarray(soft_targets), loss, model.train, collate, ctx, model.device, desc=f"fit {model.label} (lm)",
                evaluate=evaluate, eval_every=validation.eval_every if validation else 0)

@@ -148,7 +148,7 @@ def fit_probe(model, examples, soft_targets, loss, task, ctx) -> ProbeTrained:
         set_linear(head.linear, *logistic_regression(feats, np.asarray(soft_targets, dtype=float)))
         return ProbeTrained(head, cache, model)
     evaluate, every = None, 0
-    validation = getattr(ctx, "validation", None)
+    validation = ctx.validation
     if validation is not None:
         val_feats, val_labels = rows(cache.features(list(validation.examples), task)), np.asarray(validation.labels)
         every = validation.eval_every

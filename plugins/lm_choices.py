@@ -86,7 +86,7 @@ def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 1
             generated = trained.lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
                                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             text = tok.decode(generated[0, len(ids):], skip_special_tokens=True)
-            index = task.choice_index(e, text) if hasattr(task, "choice_index") else (e.choices.index(text.strip()) if text.strip() in e.choices else None)
+            index = task.choice_index(e, text)
             row = np.zeros(len(e.choices))
             if index is not None:
                 row[index] = 1.0

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Literal
 
-import click
 import numpy as np
 from pydantic import Field
 
@@ -202,7 +201,7 @@ class OpenAITrained(Trained):
     def predict(self, examples, task, ctx=None) -> np.ndarray:
         tokens = label_tokens(self.owner.encoding(), task.label_words)
         requests = [(e.id, self.owner.messages(task, e, self.shots), tokens) for e in examples]
-        done = self.answer_all(requests, ctx, getattr(ctx, "split", None) or "predict")
+        done = self.answer_all(requests, ctx, (ctx.split if ctx is not None else None) or "predict")
         return np.array([done[e.id] for e in examples], dtype=float)
 
     def score_many(self, prompts: list[str], choices: list, ctx=None) -> list[np.ndarray]:
@@ -210,7 +209,7 @@ class OpenAITrained(Trained):
         enc = self.owner.encoding()
         requests = [(f"prompt-{fingerprint([self.model_id, p, list(c)])}", self.owner.prompt_messages(p, c), label_tokens(enc, c))
                     for p, c in zip(prompts, choices)]
-        done = self.answer_all(requests, ctx, getattr(ctx, "split", None) or "eval")
+        done = self.answer_all(requests, ctx, (ctx.split if ctx is not None else None) or "eval")
         return [np.log(np.clip(done[key], 1e-12, None)) for key, _, _ in requests]
 
     @api_errors
@@ -232,7 +231,7 @@ class OpenAITrained(Trained):
                         if item[0] not in done and future.done() and not future.cancelled() and future.exception() is None:
                             self.keep(future, item, done, counts, ctx, split)
                     raise
-        if ctx is not None and hasattr(ctx, "log_metric"):
+        if ctx is not None:
             for name, value in counts.items():
                 ctx.log_metric(split, name, value)
             ctx.log_metric(split, "resumed_predictions", len(requests) - len(todo))
@@ -353,8 +352,7 @@ class OpenAIModel(Model):
     def fit(self, examples, soft_targets, loss, task, ctx) -> OpenAITrained:
         answers = self.training_labels(soft_targets, ctx.seed)
         label_tokens(self.encoding(), task.label_words)
-        if hasattr(ctx, "output"):
-            ctx.output.update({"soft_labels": self.options.soft_labels, "label_counts": np.bincount(answers, minlength=task.num_labels).tolist()})
+        ctx.output.update({"soft_labels": self.options.soft_labels, "label_counts": np.bincount(answers, minlength=task.num_labels).tolist()})
         if not self.options.finetune:
             picks = balanced_picks(answers, self.options.k_shot, ctx.seed)
             return OpenAITrained(self.options.model, self, [(examples[i], int(answers[i])) for i in picks])
@@ -368,20 +366,19 @@ class OpenAIModel(Model):
             error = getattr(job, "error", None)
             message = getattr(error, "message", None) or "no error message"
             raise W2SError(f"fine-tuning job {job.id} {job.status}: {message}")
-        if hasattr(ctx, "output"):
-            ctx.output.update({"job_id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens})
+        ctx.output.update({"job_id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens})
         return OpenAITrained(job.fine_tuned_model, self, job=_job_info(job), events=events)
 
     def attach_or_launch(self, client, examples, answers, task, ctx):
         """Re-attach to this stage's job (stored, or found by metadata after a crash); else launch one."""
         known = ctx.find_job(PROVIDER)
         if known and known.get("status") not in {"failed", "cancelled"}:
-            click.echo(f"  re-attaching to fine-tuning job {known['job_id']}", err=True)
+            ctx.echo(f"re-attaching to fine-tuning job {known['job_id']}")
             return client.fine_tuning.jobs.retrieve(known["job_id"])
         orphan = self.find_orphan(client, ctx.stage_key, known)
         if orphan is not None:
             ctx.remember_job(PROVIDER, orphan.id, _job_info(orphan))
-            click.echo(f"  re-attaching to fine-tuning job {orphan.id} (found by its w2s_stage metadata)", err=True)
+            ctx.echo(f"re-attaching to fine-tuning job {orphan.id} (found by its w2s_stage metadata)")
             return orphan
         upload = client.files.create(file=("w2s-train.jsonl", self.training_jsonl(examples, answers, task)), purpose="fine-tune")
         hyper = {k: v for k, v in self.train.model_dump().items() if k != "suffix" and v is not None}
@@ -394,7 +391,7 @@ class OpenAIModel(Model):
             metadata={"w2s_stage": ctx.stage_key},
         )
         ctx.remember_job(PROVIDER, job.id, _job_info(job))
-        click.echo(f"  launched fine-tuning job {job.id} on {self.options.model}", err=True)
+        ctx.echo(f"launched fine-tuning job {job.id} on {self.options.model}")
         return job
 
     def find_orphan(self, client, stage_key: str, known: dict | None):
@@ -423,7 +420,7 @@ class OpenAIModel(Model):
             if self.options.cancel_on_interrupt:
                 job = client.fine_tuning.jobs.cancel(job.id)
                 ctx.remember_job(PROVIDER, job.id, _job_info(job))
-                click.echo(f"  cancelled fine-tuning job {job.id}", err=True)
+                ctx.echo(f"cancelled fine-tuning job {job.id}")
             raise
         finally:
             bar.close()

@@ -128,3 +128,13 @@ def tiny_gpt2(tmp_path_factory):
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def store_stage(store, study_id: str, key: str, row: dict, result) -> None:
+    """Record a finished stage with `result` the way a driver does: claim it, then finish it."""
+    from w2s.running.work import Outcome
+    from w2s.storing.claims import Claims, Owner
+
+    claims = Claims(store, Owner.me(), "local")
+    claim = claims.claim(key, study_id, row)
+    assert claims.finish(key, claim.attempt, Outcome(key, result, started=0.0, finished=0.0))

@@ -9,7 +9,7 @@ import pytest
 
 from w2s import plugins
 from w2s.api import W2SError
-from w2s.cli import cli
+from w2s.commands.cli import cli
 from w2s.metrics import choice_accuracy
 from w2s_plugins import chess_puzzles
 from w2s_plugins.chess_puzzles import ChessPuzzlesTask

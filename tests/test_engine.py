@@ -10,7 +10,7 @@ import time
 import pytest
 import sqlite_utils
 
-from w2s.cli import cli
+from w2s.commands.cli import cli
 from conftest import study_toml
 
 

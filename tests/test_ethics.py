@@ -193,8 +193,8 @@ batch_size = 12
 
 
 def test_ethics_is_a_training_task_too(tmp_path, runner, tiny_gpt2):
-    from w2s.cli import cli
-    from w2s.store import Store
+    from w2s.commands.cli import cli
+    from w2s.storing.store import Store
 
     db = tmp_path / "w2s.db"
     result = runner.invoke(cli, ["study", "run", str(ethics_study(tmp_path, tiny_gpt2)), "--db", str(db)])
@@ -204,7 +204,7 @@ def test_ethics_is_a_training_task_too(tmp_path, runner, tiny_gpt2):
 
 
 def test_missing_subset_file_in_a_study_is_one_cli_line(tmp_path, runner, tiny_gpt2):
-    from w2s.cli import cli
+    from w2s.commands.cli import cli
 
     study = ethics_study(tmp_path, tiny_gpt2, "deontology", "test_hard")
     result = runner.invoke(cli, ["study", "run", str(study), "--db", str(tmp_path / "w2s.db")])

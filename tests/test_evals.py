@@ -7,11 +7,11 @@ import pytest
 
 from conftest import write_sentiment_tsvs
 from w2s.api import Example, W2SError
-from w2s.cli import cli
-from w2s.evals import balanced_shots, fewshot_prefix
+from w2s.commands.cli import cli
+from w2s.prompting import balanced_shots, fewshot_prefix
 from w2s.plugins import make_task
-from w2s.store import Store
-from w2s.study import parse_study
+from w2s.storing.store import Store
+from w2s.planning.study import parse_study
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

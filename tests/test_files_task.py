@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from w2s.api import W2SError
-from w2s.cli import cli
+from w2s.commands.cli import cli
 from w2s.plugins import make_task
-from w2s.store import Store
+from w2s.storing.store import Store
 
 FILES = Path(__file__).parent / "fixtures" / "files"
 

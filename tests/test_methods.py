@@ -9,12 +9,14 @@ import sqlite_utils
 
 from w2s import plugins
 from w2s.api import Example, W2SError
-from w2s.cli import cli
-from w2s.engine import StageResult, evaluate_pair
-from w2s.methods import grid_pairs
+from w2s.commands.cli import cli
+from conftest import store_stage
+from w2s.running.stages import run_evaluate
+from w2s.running.work import StageResult
+from w2s.planning.methods import grid_pairs
 from w2s.metrics import mean_ci, pgr_flags
-from w2s.report import results_table
-from w2s.store import Store
+from w2s.reporting.tables import results_table
+from w2s.storing.store import Store
 
 
 def hf_table(header: str, path, label: str | None = None, num_layers: int | None = None, lr: float = 1e-3, epochs: int = 1) -> str:
@@ -63,8 +65,14 @@ def store_predictions(store: Store, key: str, correct: list[bool], role: str, st
     """A finished predict stage whose test predictions are right exactly where `correct` says."""
     labels = [i % 2 for i in range(len(correct))]
     probs = [[0.1, 0.9] if (lab == 1) == ok else [0.9, 0.1] for lab, ok in zip(labels, correct)]
-    store.begin_stage(study_id, key, {"kind": "predict", "role": role})
-    store.finish_stage(key, 0.0, StageResult(predictions={"test": ([f"t{i}" for i in range(len(correct))], probs, labels)}))
+    store_stage(store, study_id, key, {"kind": "predict", "role": role},
+                StageResult(predictions={"test": ([f"t{i}" for i in range(len(correct))], probs, labels)}))
+
+
+def evaluate_pair(store: Store, *keys: str, seed: int, baseline_key: str | None = None) -> StageResult:
+    """The evaluate stage function on the stored test predictions of weak, student, ceiling (and baseline)."""
+    names = dict(zip(("weak", "student", "ceiling"), keys), **({"baseline": baseline_key} if baseline_key else {}))
+    return run_evaluate({"seed": seed}, {name: store.predictions(key, "test") for name, key in names.items()}, None)
 
 
 def test_evaluate_pair_flags_degenerate_and_ceiling_from_constructed_predictions(tmp_path):
@@ -85,14 +93,12 @@ def test_evaluate_pair_flags_degenerate_and_ceiling_from_constructed_predictions
     sound = evaluate_pair(store, "weak", "student", "ceiling2", seed=0, baseline_key="baseline2")
     assert sound.metrics[("test", "pgr")] == pytest.approx(0.25) and sound.output["flags"] == []
     # the report prints the flags of a stored evaluate stage
-    store.begin_stage(study_id, "eval", {"kind": "evaluate", "role": "evaluate"})
-    store.finish_stage("eval", 0.0, result)
+    store_stage(store, study_id, "eval", {"kind": "evaluate", "role": "evaluate"}, result)
     store.link_stage(study_id, "eval", "evaluate", {"task": "t", "weak": "w", "strong": "s", "loss": "xent", "seed": 0})
     text = results_table(store, study_id)
     assert "FLAG: ceiling<=weak" in text and "FLAG: degenerate" in text
     # with a second pair in the study, each flag names the pair it is about
-    store.begin_stage(study_id, "eval2", {"kind": "evaluate", "role": "evaluate"})
-    store.finish_stage("eval2", 0.0, sound)
+    store_stage(store, study_id, "eval2", {"kind": "evaluate", "role": "evaluate"}, sound)
     store.link_stage(study_id, "eval2", "evaluate", {"task": "t", "weak": "w", "strong": "s2", "loss": "xent", "seed": 0})
     flags = [line for line in results_table(store, study_id).splitlines() if line.startswith("FLAG")]
     assert [f.split(":")[0] for f in flags] == ["FLAG (w -> s)", "FLAG (w -> s)"]
@@ -404,7 +410,7 @@ train = {{ epochs = 1, batch_size = 16, lr = 1e-3 }}
     weak_train = set(json.loads(next(db.query("select ids_json from splits where name = 'weak_train'"))["ids_json"]))
     assert set(saved["ids"]) <= weak_train and sorted(s["label"] for s in saved["shots"]) == [0, 1]
     # the stored baseline probabilities are the pretrained LM's label-word scores after the 2-shot prefix
-    from w2s.evals import fewshot_prefix, softmax_rows
+    from w2s.prompting import fewshot_prefix, softmax_rows
 
     model = plugins.make_model("hf", {"path": str(tiny_gpt2), "head": "lm", "max_length": 128}, {}, "strong")
     task = plugins.make_task("sst2", {}, sentiment_dir, "task")

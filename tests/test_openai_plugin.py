@@ -16,8 +16,8 @@ import pytest
 from conftest import sst2_study
 from fake_openai import FakeOpenAI
 from w2s.api import W2SError
-from w2s.cli import cli
-from w2s.store import Store
+from w2s.commands.cli import cli
+from w2s.storing.store import Store
 from w2s_plugins import openai_api
 from w2s_plugins.openai_api import encoding, label_probs, label_tokens
 
@@ -187,7 +187,7 @@ def test_dry_run_prints_tokens_and_cost_and_creates_nothing_remotely(runner, tmp
     result = run_cli(runner, "study", "run", f, "--db", tmp_path / "w.db", "--dry-run")
     assert result.exit_code == 0, result.output
     assert fake.log == []
-    from w2s.study import load_study
+    from w2s.planning.study import load_study
 
     study = load_study(f)
     strong = study.strong[0]
@@ -240,7 +240,7 @@ def test_missing_label_tokens_are_floored_and_counted(runner, tmp_path, sentimen
         "SELECT s.key, m.value FROM metrics m JOIN stages s ON s.key = m.stage_key WHERE m.name = 'label_token_missing' AND s.role = 'ceiling_test'")}
     assert list(counts.values()) == [30.0]  # "negative" never comes back: every answer lacks it
     probs = store.predictions(next(iter(counts)), "test")
-    assert all(p[1] > 0.5 for p in probs.values())  # the floor (lowest top-k logprob) sits below positive
+    assert all(p["probs"][1] > 0.5 for p in probs.values())  # the floor (lowest top-k logprob) sits below positive
 
 
 def test_sampled_soft_labels_follow_the_weak_probabilities(fake):
@@ -260,17 +260,14 @@ def test_non_xent_loss_is_a_one_line_error(runner, tmp_path, sentiment_dir, fake
     assert len(fake.jobs) == 1  # the ceiling trained; no job for the logconf student
 
 
-class Ctx:
-    """A minimal StageContext for driving the plugin directly."""
+def Ctx(key):
+    """The StageContext a worker gives the plugin, for driving it directly (its events are kept in .events)."""
+    from w2s.running.work import Work, WorkerContext
 
-    def __init__(self, key):
-        self.stage_key, self.seed, self.jobs = key, 0, {}
-
-    def find_job(self, provider):
-        return self.jobs.get(provider)
-
-    def remember_job(self, provider, job_id, info):
-        self.jobs[provider] = {"job_id": job_id, "status": info["status"], "info": info}
+    events = []
+    ctx = WorkerContext(Work(key, "fit", key, {"seed": 0}, {}, "."), events.append)
+    ctx.events = events
+    return ctx
 
 
 def test_a_job_launched_but_not_stored_is_found_by_metadata_not_launched_again(fake):
@@ -284,7 +281,8 @@ def test_a_job_launched_but_not_stored_is_found_by_metadata_not_launched_again(f
     from w2s.plugins import make_task
 
     job = model.attach_or_launch(model.client(), [], np.zeros(0, int), make_task("sst2", {}, None, "task"), ctx)
-    assert job.id == orphan.id and ctx.jobs["openai"]["job_id"] == orphan.id
+    assert job.id == orphan.id and ctx.find_job("openai")["job_id"] == orphan.id
+    assert [e.data["job_id"] for e in ctx.events if e.kind == "job"] == [orphan.id]  # the driver persists this event
     assert len(fake.jobs) == 1
 
 
@@ -461,7 +459,7 @@ def test_ctrl_c_leaves_the_job_running_by_default_or_cancels_it_when_asked(fake,
             model.wait(model.client(), job, ctx)
         assert fake.jobs[job.id]["status"] == expected
         assert len(fake.requests("POST", f"/v1/fine_tuning/jobs/{job.id}/cancel")) == int(cancel)
-    assert ctx.jobs["openai"]["status"] == "cancelled"
+    assert ctx.find_job("openai")["status"] == "cancelled"
 
 
 def test_prompted_baseline_model_is_the_base_model_without_a_job():

@@ -13,10 +13,10 @@ import sqlite_utils
 
 from w2s import plugins
 from w2s.api import Example, Model, Task, Trained
-from w2s.engine import Engine
+from w2s.running.driver import Driver
 from w2s.hookspecs import hookimpl
-from w2s.store import Store
-from w2s.study import parse_study
+from w2s.storing.store import Store
+from w2s.planning.study import parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_registry_toml_matches_entry_points_and_registrations():
         registered.setdefault(r.plugin, set()).add(r.name)
     for p in builtin:
         assert set(p["provides"]) == registered.get(p["name"], set()), p["name"]
-        assert p["kind"] in {"task", "model", "loss"} and p["summary"]
+        assert p["kind"] in {"task", "model", "loss", "executor"} and p["summary"]
 
 
 class ParityTask(Task):
@@ -135,7 +135,7 @@ def test_inline_task_and_model_plugin_run_a_whole_study(tmp_path):
             """
         )
         store = Store(tmp_path / "w2s.db")
-        study_id = Engine(store, echo=lambda s: None).run(study)
+        study_id = Driver(store, echo=lambda s: None).run(study)
         row = next(sqlite_utils.Database(tmp_path / "w2s.db").query("select * from results where study_id = ?", [study_id]))
         assert row["ceiling_acc"] == 1.0  # the count model recovers parity exactly from ground truth
         assert row["weak_acc"] < 0.8  # bag-of-words cannot count

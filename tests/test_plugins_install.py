@@ -152,7 +152,7 @@ def test_uninstall_refuses_built_ins_and_unknown_names():
 
 def test_install_targets_resolve_registry_names_paths_and_requirements(tmp_path):
     from w2s.api import W2SError
-    from w2s.installer import install_target
+    from w2s.commands.installer import install_target
 
     assert install_target("task-example") == (str(EXAMPLE), "task-example")
     assert install_target(str(EXAMPLE)) == (str(EXAMPLE), None)
@@ -164,7 +164,7 @@ def test_install_targets_resolve_registry_names_paths_and_requirements(tmp_path)
 
 
 def test_available_lists_registry_and_marks_installed(runner):
-    from w2s.cli import cli
+    from w2s.commands.cli import cli
 
     result = runner.invoke(cli, ["plugins", "available", "--json"])
     assert result.exit_code == 0, result.output

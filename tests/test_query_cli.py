@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from w2s.cli import cli
-from w2s.schema_docs import schema_markdown
-from w2s.store import Store
-from w2s.studies import fts_query, parse_since
+from w2s.commands.cli import cli
+from w2s.storing.schema_docs import schema_markdown
+from w2s.storing.store import Store
+from w2s.storing.queries import fts_query, parse_since
 from conftest import write_sentiment_tsvs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def test_show_json_and_toml(stored):
 
 
 def test_ambiguous_id_prefix_is_an_error(tmp_path):
-    from w2s.store import Store
+    from w2s.storing.store import Store
 
     store = Store(tmp_path / "w2s.db")
     for name in ("one", "two"):

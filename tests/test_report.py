@@ -8,10 +8,10 @@ import matplotlib.image
 import pytest
 from click.testing import CliRunner
 
-from w2s import plots
-from w2s.cli import cli
-from w2s.report import fmt, results
-from w2s.store import Store
+from w2s.reporting import plots
+from w2s.commands.cli import cli
+from w2s.reporting.tables import fmt, results
+from w2s.storing.store import Store
 from conftest import study_toml, write_sentiment_tsvs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from w2s.cli import cli
+from w2s.commands.cli import cli
 from conftest import study_toml
 
 

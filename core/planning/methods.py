@@ -1,5 +1,5 @@
 """Methods beyond one weak/strong pair: grids of model pairs, bootstrapping chains, the strong
-baseline and ground-truth early stopping. engine.Protocol calls these while it builds the DAG.
+baseline and ground-truth early stopping. protocol.Protocol calls these while it builds the DAG.
 
 Grid rule ("weak < strong"): models are ordered by first appearance in `weak` then `strong`
 (duplicates, by spec, keep their first position), and a pair runs when the weak model comes
@@ -16,26 +16,9 @@ is fit on B_(n-1), the same examples as the last chain step, against the same ce
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-from .api import Example, Model, Trained, W2SError, fingerprint
-
-if TYPE_CHECKING:
-    from .engine import Protocol, Split, Stage
-
-
-@dataclass
-class Validation:
-    """What a fit sees for oracle early stopping: ground-truth labelled V and how often to check."""
-
-    examples: list[Example]
-    labels: np.ndarray
-    eval_every: int
+from ..api import Model, W2SError, fingerprint
+from ..prompting import PromptBaseline
+from .stage import Split, Stage
 
 
 def grid_pairs(weak: list[Model], strong: list[Model]) -> list[tuple[Model, list[Model]]]:
@@ -55,16 +38,12 @@ def baseline_model(strong: Model, kind: str, k_shot: int = 4) -> Model | None:
     fit by logistic regression to convergence when the model has that mode;
     auto: prompt when the model can, else linear_probe when it can, else none.
     """
-    from .evals import prompt_capable
-
     if kind == "none":
         return None
-    if kind == "prompt" or (kind == "auto" and prompt_capable(strong)):
-        if hasattr(strong, "prompted"):
-            return strong.prompted(k_shot)
-        if prompt_capable(strong) and hasattr(strong, "pretrained"):
-            return PromptBaseline(strong, k_shot)
-        raise W2SError(f"study.baseline = 'prompt': model {strong.label!r} cannot score prompts (hf: set head = \"lm\"); use 'linear_probe' or 'auto'")
+    if kind == "prompt" or (kind == "auto" and strong.scores_prompts()):
+        if not strong.scores_prompts():
+            raise W2SError(f"study.baseline = 'prompt': model {strong.label!r} cannot score prompts (hf: set head = \"lm\"); use 'linear_probe' or 'auto'")
+        return strong.prompted(k_shot) or PromptBaseline(strong, k_shot)
     if "linear_probe" not in strong.capabilities:
         if kind == "auto":
             return None
@@ -78,56 +57,8 @@ def baseline_model(strong: Model, kind: str, k_shot: int = 4) -> Model | None:
     return model
 
 
-class PromptBaseline(Model):
-    """A prompt-capable strong model as released, shown k ground-truth demonstrations from its fit split."""
-
-    name = "prompt-baseline"
-    version = "1"
-    capabilities = frozenset({"prompt"})
-
-    def __init__(self, strong: Model, k_shot: int):
-        self.strong, self.k_shot = strong, k_shot
-        self.options, self.train = strong.options, strong.train
-        self.label = f"{strong.label} (pretrained, {k_shot}-shot)"
-
-    def spec(self) -> dict:
-        return {"model": self.name, "version": self.version, "strong": self.strong.spec(), "k_shot": self.k_shot}
-
-    def fit(self, examples, soft_targets, loss, task, ctx) -> "PromptedTrained":
-        from .evals import balanced_shots
-
-        shots = balanced_shots(list(examples), self.k_shot, task.num_labels, ctx.seed)
-        return PromptedTrained(self.strong.pretrained(task), [s.id for s in shots], shots)
-
-    def load(self, path, task) -> "PromptedTrained":
-        meta = json.loads(Path(path).read_text())
-        shots = [Example(s["id"], s["text"], s["label"], meta=s["meta"]) for s in meta["shots"]]
-        return PromptedTrained(self.strong.pretrained(task), meta["ids"], shots)
-
-
-class PromptedTrained(Trained):
-    """Label-word scores of the pretrained model after a few-shot prefix."""
-
-    def __init__(self, base: Trained, ids: list[str], shots: list[Example]):
-        self.base, self.ids, self.shots = base, ids, shots
-
-    def predict(self, examples, task, ctx=None) -> np.ndarray:
-        from .evals import fewshot_prefix, softmax_rows
-
-        prefix = fewshot_prefix(task, self.shots)
-        scores = self.base.score_many([prefix + task.render(e) for e in examples], [task.label_words] * len(examples))
-        return softmax_rows(scores) if scores else np.zeros((0, task.num_labels))
-
-    def save(self, path: Path) -> None:
-        shots = [{"id": s.id, "text": s.text, "label": s.label, "meta": s.meta} for s in self.shots]
-        Path(path).write_text(json.dumps({"ids": self.ids, "shots": shots}, default=str))
-
-    def free(self) -> None:
-        self.base.free()
-
-
-def plan_chain(p: "Protocol", seed: int, weak_train: "Split", test: "Split") -> list[tuple["Stage", str, dict]]:
-    """Stages of the bootstrapping chain for one seed: every step, the ceilings and the direct transfer."""
+def plan_chain(p, seed: int, weak_train: Split, test: Split) -> list[tuple[Stage, str, dict]]:
+    """Stages of the bootstrapping chain for one seed (p: the study's protocol.Protocol): every step, the ceilings and the direct transfer."""
     models = p.study.chain
     steps = len(models) - 1
     transfers = p.transfer_splits(seed, steps if p.study.spec.study.chain_transfer == "fresh" else 1)
@@ -153,7 +84,7 @@ def plan_chain(p: "Protocol", seed: int, weak_train: "Split", test: "Split") -> 
     return links
 
 
-def _chain_step(p: "Protocol", supervisor, supervisor_test, model, split, test, loss, seed, labels):
+def _chain_step(p, supervisor, supervisor_test, model, split, test, loss, seed, labels):
     """One chain step: the supervisor labels `split`, `model` learns them; its ceiling learns ground truth."""
     weak_labels = p.predict_stage("weak_labels", supervisor, split, seed, labels)
     student = p.fit_stage("student", model, split, loss, weak_labels, seed, labels)

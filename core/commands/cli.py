@@ -11,13 +11,20 @@ import sys
 import click
 from tabulate import tabulate
 
-from . import __version__, plugins
-from .api import W2SError
-from .store import Store
+from .. import __version__, plugins
+from ..api import W2SError
+from ..storing.store import Store
 
 
 def db_option(f):
     return click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite store (default: $W2S_HOME/w2s.db)")(f)
+
+
+def executor_flags(f):
+    """--executor, --jobs and --ray-address: where stages run (overrides the study's [executor] table)."""
+    f = click.option("--ray-address", envvar="RAY_ADDRESS", help="executor ray: a running cluster (default: RAY_ADDRESS, else a local runtime).")(f)
+    f = click.option("--jobs", "-j", type=int, help="Stages at once (processes: worker processes; default: the CPU count).")(f)
+    return click.option("--executor", help="local (default), processes, ray, or an executor plugin.")(f)
 
 
 def user_errors(f):
@@ -57,18 +64,19 @@ def study():
 @click.option("--seed", "seeds", type=int, multiple=True, help="Override the study's seeds.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set task.n_test=100")
 @click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
+@executor_flags
 @user_errors
-def study_run(file, db_path, dry_run, limit, seeds, overrides, yes):
+def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jobs, ray_address):
     """Run (or resume) the study in FILE and print its results table."""
+    from ..planning.study import load_study
+    from ..reporting.tables import results_table
+    from ..running.driver import Driver, executor_options
     from .costs import cost_table, pending_costs
-    from .engine import Engine
-    from .report import results_table
-    from .study import load_study
 
     overrides = list(overrides) + ([f"study.seeds=[{','.join(map(str, seeds))}]"] if seeds else [])
     spec = load_study(file, overrides, limit)
     store = Store(db_path)
-    engine = Engine(store)
+    engine = Driver(store, executor_options(spec, executor, jobs, ray_address))
     if dry_run:
         stages, _ = engine.plan(spec)
         status = engine.status(stages)
@@ -114,7 +122,7 @@ def confirm_paid_work(stages, status, yes: bool) -> None:
 @user_errors
 def study_list(db_path, task, model, since, status, search, limit, as_json):
     """List past studies, newest first."""
-    from .studies import list_studies
+    from ..storing.queries import list_studies
 
     store = Store(db_path, readonly=True)
     rows = list_studies(store, task=task, model=model, since=since, status=status, search=search, limit=limit)
@@ -135,8 +143,8 @@ def study_list(db_path, task, model, since, status, search, limit, as_json):
 @user_errors
 def study_show(ref, db_path, as_json, as_toml):
     """Show a study's stages and results table (REF: id, id prefix or name)."""
-    from .report import results_table
-    from .studies import describe
+    from ..reporting.studies import describe
+    from ..reporting.tables import results_table
 
     store = Store(db_path, readonly=True)
     if as_toml:
@@ -172,8 +180,8 @@ def spec_summary(spec: dict) -> str:
 @user_errors
 def study_compare(refs, db_path, as_json):
     """One table of accuracies and PGR across studies, aligned by task/weak/strong/loss."""
-    from .report import ci, fmt
-    from .studies import compare
+    from ..reporting.studies import compare
+    from ..reporting.tables import ci, fmt
 
     table = compare(Store(db_path, readonly=True), list(refs))
     if as_json:
@@ -195,16 +203,17 @@ def study_compare(refs, db_path, as_json):
 @click.argument("ref")
 @db_option
 @click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
+@executor_flags
 @user_errors
-def study_rerun(ref, db_path, yes):
+def study_rerun(ref, db_path, yes, executor, jobs, ray_address):
     """Run a stored study's definition again; finished stages are reused from the cache."""
-    from .engine import Engine
-    from .report import results_table
-    from .studies import rerun_study
+    from ..planning.rerun import rerun_study
+    from ..reporting.tables import results_table
+    from ..running.driver import Driver, executor_options
 
     store = Store(db_path)
     spec = rerun_study(store, ref)
-    study_id = Engine(store).run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
+    study_id = Driver(store, executor_options(spec, executor, jobs, ray_address)).run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
     click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
     click.echo(results_table(store, study_id))
 
@@ -216,7 +225,7 @@ def study_rerun(ref, db_path, yes):
 @user_errors
 def study_delete(ref, db_path, yes):
     """Delete a study, with the stages and artifacts no other study uses."""
-    from .studies import delete_study, deletion_plan
+    from ..storing.queries import delete_study, deletion_plan
 
     store = Store(db_path)
     row = store.find_study(ref)
@@ -239,7 +248,7 @@ def study_delete(ref, db_path, yes):
 @user_errors
 def query(sql, db_path, params, search, as_json, as_csv):
     """Run read-only SQL against the store, e.g. w2s query "select * from results where task = :t" -p t=sst2."""
-    from .studies import fts_query, has_fts
+    from ..storing.queries import fts_query, has_fts
 
     store = Store(db_path, readonly=True)
     refuse_file_writes(store.db.conn)
@@ -324,7 +333,7 @@ def keys():
 @user_errors
 def keys_set(name, value):
     """Store the API key for NAME, e.g. `w2s keys set openai`."""
-    from .keys import save_key
+    from ..keys import save_key
 
     value = value if value is not None else click.prompt(f"Enter the {name} API key", hide_input=True)
     click.echo(f"saved the {name} key in {save_key(name, value)}")
@@ -334,7 +343,7 @@ def keys_set(name, value):
 @user_errors
 def keys_list():
     """Names of the stored keys (never the keys)."""
-    from .keys import keys_path, stored_keys
+    from ..keys import keys_path, stored_keys
 
     names = sorted(stored_keys())
     click.echo("\n".join(names) if names else f"no keys stored in {keys_path()}")
@@ -407,7 +416,7 @@ def plugins_uninstall(name, yes):
 @user_errors
 def report(ref, db_path, out_dir):
     """Write a study's figures (PNG) and one self-contained HTML report (REF: id, id prefix or name)."""
-    from .report_html import write_report
+    from ..reporting.html import write_report
 
     written = write_report(Store(db_path, readonly=True), ref, out_dir)
     for path in written["figures"].values():
@@ -436,7 +445,7 @@ def schema(out_file):
     """Print the store's schema as Markdown, generated from the migrations."""
     from pathlib import Path
 
-    from .schema_docs import schema_markdown
+    from ..storing.schema_docs import schema_markdown
 
     text = schema_markdown()
     if out_file:

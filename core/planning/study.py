@@ -10,8 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from . import plugins
-from .api import Loss, Model, Options, Task, W2SError, fingerprint
+from .. import plugins
+from ..api import Loss, Model, Options, Task, W2SError, fingerprint
+from ..validation import options_error
+from .evals import build_evals
 
 
 class StudyHeader(Options):
@@ -66,6 +68,16 @@ class EvalSpec(Options):
         default=["strong_pretrained", "students", "ceiling"], min_length=1)
 
 
+class ExecutorSpec(Options):
+    """`[executor]`: where the stages run. How a study runs never changes what it computes: not hashed."""
+
+    name: str = Field(default="local", description="local, processes, ray, or an executor plugin")
+    jobs: int | None = Field(default=None, ge=1, description="stages at once (processes: worker processes)")
+    ray_address: str | None = Field(default=None, description="a running Ray cluster (default: RAY_ADDRESS, else a local runtime)")
+    artifact_root: str | None = Field(default=None, description="checkpoint folder every worker can reach (default: beside the store)")
+    gpus_per_stage: float | None = Field(default=None, ge=0, description="GPUs for each torch stage (default: 1 when the cluster has GPUs)")
+
+
 class StudySpec(Options):
     study: StudyHeader
     task: TaskSpec
@@ -75,52 +87,13 @@ class StudySpec(Options):
     losses: list[LossSpec] = [LossSpec(name="xent")]
     gt_early_stopping: GTEarlyStopping | None = None
     eval: list[EvalSpec] = []
+    executor: ExecutorSpec | None = None
 
     @model_validator(mode="after")
     def _lists(self):
         self.weak = self.weak if isinstance(self.weak, list) else [self.weak]
         self.strong = self.strong if isinstance(self.strong, list) else [self.strong]
         return self
-
-
-def _loc(loc) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-def options_error(exc: Exception, where: str, cls: type | None = None) -> W2SError:
-    """Turn a pydantic ValidationError (or any error) into one line naming the field and fix."""
-    if isinstance(exc, W2SError):
-        return exc
-    if not isinstance(exc, ValidationError):
-        return W2SError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0])
-    err = exc.errors()[0]
-    field_path = ".".join(p for p in (where, _loc(err["loc"])) if p)
-    if err["type"] == "extra_forbidden":
-        valid = _valid_fields(cls, err["loc"])
-        hint = plugins.did_you_mean(str(err["loc"][-1]), valid)
-        return W2SError(f"{field_path}: unknown option{hint}; valid: {', '.join(valid) or 'none'}")
-    if err["type"] == "missing":
-        return W2SError(f"{field_path}: required field is missing; add it")
-    got = err.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-    return W2SError(f"{field_path}: {err['msg']}{shown}")
-
-
-def _valid_fields(cls: type | None, loc) -> list[str]:
-    for part in loc[:-1]:
-        if cls is None or isinstance(part, int):
-            continue
-        info = cls.model_fields.get(part)
-        cls = _model_of(info.annotation) if info else None
-    return sorted(cls.model_fields) if cls else []
-
-
-def _model_of(annotation):
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        for arg in (candidate, *getattr(candidate, "__args__", ())):
-            if isinstance(arg, type) and issubclass(arg, Options):
-                return arg
-    return None
 
 
 def _apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -170,7 +143,8 @@ class Study:
         return self.spec.model_dump(mode="json")
 
     def hash(self) -> str:
-        return fingerprint(self.spec_json())
+        """Identifies the definition; the executor table is left out (it changes where stages run, not results)."""
+        return fingerprint({k: v for k, v in self.spec_json().items() if k != "executor"})
 
 
 def parse_study(text: str, path: Path | None = None, overrides: list[str] = (), limit: int | None = None) -> Study:
@@ -217,8 +191,6 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
         object.__setattr__(loss, "name", lspec.label or lspec.name)
     chain = [_model(m, f"chain[{i}]") for i, m in enumerate(spec.chain)]
     _check_models(spec, chain)
-    from .evals import build_evals
-
     return Study(path, text, spec, task, weak, strong, losses, chain=chain, evals=build_evals(spec.eval, path))
 
 

@@ -10,7 +10,7 @@ from .migrations import migrations
 
 HEADER = """# The w2s store: schema
 
-Generated from `core/migrations.py` by `w2s schema --out docs/schema.md`; do not edit by hand
+Generated from `core/storing/migrations.py` by `w2s schema --out docs/schema.md`; do not edit by hand
 (`tests/test_query_cli.py` fails when this page is out of date). Query it with
 `w2s query "SQL" [--param name=value] [--json|--csv]`; the store is opened read-only.
 """

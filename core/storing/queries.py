@@ -1,4 +1,4 @@
-"""Past studies in the store: filter, describe, compare, rerun and delete."""
+"""Past studies in the store: filter, list, full-text search, their stages, and delete."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .api import W2SError
-from .report import accuracy_rows, results
+from ..api import W2SError
 from .store import Store
 
 DURATION = re.compile(r"^(\d+)([mhdw])$")
@@ -84,109 +83,6 @@ def stage_rows(store: Store, study_id: str) -> list[dict]:
             [study_id],
         )
     )
-
-
-def describe(store: Store, ref: str) -> dict:
-    """Everything `study show --json` prints: the study, its spec, stages, accuracies, results and flags."""
-    row = store.find_study(ref)
-    res = results(store, row["id"])
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "status": row["status"],
-        "created": row["created"],
-        "updated": row["updated"],
-        "path": row["path"],
-        "notes": row["notes"],
-        "hash": row["hash"],
-        "spec": json.loads(row["spec_json"]),
-        "versions": json.loads(row["versions_json"] or "{}"),
-        "stages": stage_rows(store, row["id"]),
-        "accuracies": accuracy_rows(store, row["id"]),
-        "results": res,
-        "flags": sorted({f for r in res for f in json.loads(r["flags"] or "[]")}),
-    }
-
-
-# -- compare ---------------------------------------------------------------------
-COMPARED = ("weak_acc", "student_acc", "ceiling_acc", "pgr", "pgr_ci_low", "pgr_ci_high")
-PAIR = ("task", "weak", "strong", "loss", "role")
-
-
-def evaluation_rows(store: Store, study_id: str) -> list[dict]:
-    """Headline rows plus chain steps and oracle rows (the `evaluations` view), else the `results` view."""
-    if store.db["evaluations"].exists():
-        return list(store.db.query("SELECT * FROM evaluations WHERE study_id = ? ORDER BY seed, loss", [study_id]))
-    return [{**r, "role": "evaluate"} for r in results(store, study_id)]
-
-
-def compare(store: Store, refs: list[str]) -> dict:
-    """Results of several studies aligned by (task, weak, strong, loss, role); seeds are averaged."""
-    if len(refs) < 2:
-        raise W2SError("study compare: give at least two studies (id, id prefix or name)")
-    studies = [store.find_study(ref) for ref in refs]
-    labels = study_labels(studies)
-    pairs: dict[tuple, dict] = {}
-    for study, label in zip(studies, labels):
-        grouped: dict[tuple, list[dict]] = {}
-        for r in evaluation_rows(store, study["id"]):
-            grouped.setdefault(tuple(r[k] for k in PAIR), []).append(r)
-        for key, rows in grouped.items():
-            entry = pairs.setdefault(key, {**dict(zip(PAIR, key)), "studies": {}})
-            entry["studies"][label] = {"study_id": study["id"], "seeds": len(rows), **{m: mean(r[m] for r in rows) for m in COMPARED}}
-    return {
-        "studies": [{"label": label, "id": s["id"], "name": s["name"], "status": s["status"]} for s, label in zip(studies, labels)],
-        "pairs": [pairs[k] for k in sorted(pairs, key=lambda k: tuple(str(x) for x in k))],
-    }
-
-
-def study_labels(studies: list[dict]) -> list[str]:
-    """Study names, made unique with an id prefix where two share a name."""
-    names = [s["name"] for s in studies]
-    return [n if names.count(n) == 1 else f"{n}@{s['id'][-6:]}" for n, s in zip(names, studies)]
-
-
-def mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
-
-# -- rerun -----------------------------------------------------------------------
-def rerun_study(store: Store, ref: str):
-    """Parse a stored study again, reproducing the stored spec (resolved data_dir, --set/--limit overrides)."""
-    from .study import parse_study
-
-    row = store.find_study(ref)
-    stored = json.loads(row["spec_json"])
-    path = Path(row["path"]) if row["path"] else None
-    overrides = [f"{key}={json.dumps(value)}" for key, value in leaf_differences(stored, _raw_spec(row["toml"]))]
-    study = parse_study(row["toml"], path, overrides)
-    if study.hash() != row["hash"]:
-        diff = ", ".join(k for k, _ in leaf_differences(stored, study.spec_json())) or "defaults of an updated w2s"
-        raise W2SError(f"study {row['name']} ({row['id']}): the stored definition no longer parses to the same spec ({diff}); "
-                       f"run the TOML file with `w2s study run` instead")
-    return study
-
-
-def _raw_spec(toml_text: str) -> dict:
-    import tomllib
-
-    return tomllib.loads(toml_text)
-
-
-def leaf_differences(stored: dict, raw: dict, prefix: str = ""):
-    """(dotted.key, stored value) for every stored scalar/list leaf the raw TOML lacks or sets differently."""
-    for key, value in stored.items():
-        dotted = f"{prefix}{key}"
-        here = raw.get(key) if isinstance(raw, dict) else None
-        if isinstance(value, dict):
-            yield from leaf_differences(value, here if isinstance(here, dict) else {}, dotted + ".")
-        elif value is not None and value != here and not _is_list_of_tables(value):
-            yield dotted, value
-
-
-def _is_list_of_tables(value) -> bool:
-    return isinstance(value, list) and any(isinstance(v, dict) for v in value)
 
 
 # -- delete ----------------------------------------------------------------------

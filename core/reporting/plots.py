@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .store import Store  # noqa: E402
+from ..storing.store import Store  # noqa: E402
 
 COLORS = {"weak": "#9e9e9e", "student": "#1f77b4", "baseline": "#ff7f0e", "ceiling": "#2ca02c"}
 ACC_COLORS = {"val": "#9467bd", "best": "#8c564b", "train": "#1f77b4", "": "#17becf"}

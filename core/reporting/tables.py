@@ -7,9 +7,9 @@ import math
 
 from tabulate import tabulate
 
-from .evals import eval_table
-from .metrics import mean_ci
-from .store import Store
+from ..metrics import mean_ci
+from ..storing.store import Store
+from .cross_task import eval_table
 
 ROLE_ORDER = {"weak_test": 0, "baseline_test": 1, "student_test": 2, "student_oracle_test": 3, "ceiling_test": 4}
 

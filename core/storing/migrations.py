@@ -215,3 +215,27 @@ def m004_evaluations_view(db):
         WHERE ss.role IN ('evaluate', 'chain_step', 'chain_direct', 'oracle_evaluate')
         """
     )
+
+
+@migrations()
+def m005_stage_claims(db):
+    """Stages claimed by one driver at a time (owner, heartbeat, worker) and every attempt to run one."""
+    for column, kind in (("owner_json", "TEXT"), ("heartbeat", "REAL"), ("worker_json", "TEXT"), ("executor", "TEXT")):
+        db.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
+    db.execute(
+        """
+        CREATE TABLE stage_attempts (
+            id TEXT PRIMARY KEY,
+            stage_key TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            executor TEXT,
+            owner_json TEXT,
+            worker_json TEXT,
+            started TEXT NOT NULL,
+            finished TEXT,
+            seconds REAL,
+            status TEXT NOT NULL,
+            error TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX idx_attempts_stage ON stage_attempts(stage_key)")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from ..storing.queries import stage_rows
+from ..storing.store import Store
 from . import plots
-from .report import accuracy_rows, ci, fmt, results, results_table
-from .store import Store
+from .tables import accuracy_rows, ci, fmt, results, results_table
 
 STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -101,7 +102,6 @@ def pgr_table(res: list[dict]) -> str:
 
 
 def stages_table(store: Store, study_id: str) -> str:
-    from .studies import stage_rows
 
     rows = [[s["kind"], s["role"], s["model"], s["loss"] or "", s["seed"], s["status"], f"{s['seconds'] or 0:.1f}s", s["key"]]
             for s in stage_rows(store, study_id)]

@@ -10,10 +10,10 @@ import tomllib
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pathlib import Path
 
-from .api import W2SError
-from .plugins import ENTRY_POINT_GROUP
+from ..api import W2SError
+from ..plugins import ENTRY_POINT_GROUP
 
-REGISTRY = Path(__file__).resolve().parent.parent / "registry.toml"
+REGISTRY = Path(__file__).resolve().parents[2] / "registry.toml"
 
 # Printed by a fresh interpreter after an install: what a new `w2s` process would load.
 PROBE = """

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-import click
 import sqlite_utils
 from ulid import ULID
 
-from .api import W2SError
+from ..api import W2SError
+from ..home import default_db_path
 from .migrations import migrations
 
 
@@ -25,16 +25,8 @@ def new_id() -> str:
     return str(ULID())
 
 
-def w2s_home() -> Path:
-    return Path(os.environ.get("W2S_HOME") or click.get_app_dir("w2s"))
-
-
-def default_db_path() -> Path:
-    return w2s_home() / "w2s.db"
-
-
 class Store:
-    """One SQLite file plus an `artifacts/` folder beside it."""
+    """One SQLite file plus an `artifacts/` folder beside it. Only drivers write it; stages never open it."""
 
     def __init__(self, path: str | Path | None = None, readonly: bool = False):
         self.path = Path(path) if path else default_db_path()
@@ -132,68 +124,28 @@ class Store:
             pk=("study_id", "stage_key", "role"),
         )
 
-    def begin_stage(self, study_id: str, key: str, row: dict) -> None:
-        """Mark a stage running and drop anything an interrupted attempt left behind."""
-        with self.db.conn:
-            for table in ("metrics", "curves", "predictions", "artifacts"):
-                self.db.execute(f"DELETE FROM {table} WHERE stage_key = ?", [key])
-            existing = self.stage(key)
-            values = {**row, "status": "running", "started": now(), "finished": None, "seconds": None, "error": None}
-            if existing:
-                self.db["stages"].update(existing["id"], values)
-            else:
-                self.db["stages"].insert({"id": new_id(), "key": key, "created": now(), "study_id": study_id, **values})
+    def write_outputs(self, key: str, result) -> None:
+        """Insert a finished stage's outputs with plain statements, inside the caller's transaction
+        (sqlite-utils' table helpers commit on their own)."""
+        rows = {
+            "predictions": prediction_rows(key, result.predictions),
+            "metrics": [{"stage_key": key, "split": split, "name": name, "value": value} for (split, name), value in result.metrics.items()],
+            "curves": [{"stage_key": key, "step": s, "name": n, "value": v} for s, n, v in result.curves],
+            "artifacts": [{"id": new_id(), "stage_key": key, "kind": kind, "path": str(path), "bytes": _size(path), "created": now()}
+                          for kind, path in result.artifacts.items()],
+            **result.tables,
+        }
+        for table, items in rows.items():
+            if items:
+                columns = list(items[0])
+                self.db.conn.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                                         [[item[c] for c in columns] for item in items])
+        self.db.conn.execute("DELETE FROM partial_predictions WHERE stage_key = ?", [key])
 
-    def finish_stage(self, key: str, seconds: float, result) -> None:
-        """Write a stage's outputs and mark it done, in one transaction."""
-        with self.db.conn:
-            self._insert_predictions(key, result.predictions)
-            self.db["metrics"].insert_all(
-                ({"stage_key": key, "split": split, "name": name, "value": value} for (split, name), value in result.metrics.items()),
-                replace=True,
-            )
-            self.db["curves"].insert_all({"stage_key": key, "step": s, "name": n, "value": v} for s, n, v in result.curves)
-            for kind, path in result.artifacts.items():
-                self.db["artifacts"].insert(
-                    {"id": new_id(), "stage_key": key, "kind": kind, "path": str(path), "bytes": _size(path), "created": now()}
-                )
-            for table, rows in getattr(result, "tables", {}).items():
-                self.db[table].insert_all(rows, replace=True, batch_size=1000)
-            self.db.execute("DELETE FROM partial_predictions WHERE stage_key = ?", [key])
-            self.db.execute(
-                "UPDATE stages SET status='done', finished=?, seconds=?, output_json=?, error=NULL WHERE key=?",
-                [now(), seconds, json.dumps(result.output), key],
-            )
-
-    def fail_stage(self, key: str, seconds: float, error: str, status: str = "failed") -> None:
-        self.db.execute(
-            "UPDATE stages SET status=?, finished=?, seconds=?, error=? WHERE key=?", [status, now(), seconds, error, key]
-        )
-        self.db.conn.commit()
-
-    def _insert_predictions(self, key: str, predictions: dict) -> None:
-        rows = []
-        for split, (ids, probs, labels) in predictions.items():
-            for example_id, p, label in zip(ids, probs, labels):
-                p = [float(x) for x in p]
-                rows.append(
-                    {
-                        "stage_key": key,
-                        "split": split,
-                        "example_id": example_id,
-                        "prob": p[1] if len(p) == 2 else max(p),
-                        "probs_json": json.dumps(p),
-                        "pred": int(max(range(len(p)), key=p.__getitem__)) if sum(p) > 0 else -1,  # -1: no answer (e.g. illegal move)
-                        "label": None if label is None else int(label),
-                    }
-                )
-        self.db["predictions"].insert_all(rows, replace=True, batch_size=1000)
-
-    def predictions(self, key: str, split: str) -> dict[str, list[float]]:
-        rows = self.db.query(
-            "SELECT example_id, probs_json FROM predictions WHERE stage_key = ? AND split = ?", [key, split]
-        )
-        return {r["example_id"]: json.loads(r["probs_json"]) for r in rows}
+    def predictions(self, key: str, split: str) -> dict[str, dict]:
+        """A stage's stored predictions on a split: example id -> {probs, pred, label}."""
+        rows = self.db.query("SELECT example_id, probs_json, pred, label FROM predictions WHERE stage_key = ? AND split = ?", [key, split])
+        return {r["example_id"]: {"probs": json.loads(r["probs_json"]), "pred": r["pred"], "label": r["label"]} for r in rows}
 
     def artifact(self, key: str, kind: str = "checkpoint") -> Path | None:
         row = next(self.db.query("SELECT path FROM artifacts WHERE stage_key = ? AND kind = ?", [key, kind]), None)
@@ -205,6 +157,13 @@ class Store:
             "SELECT example_id, probs_json FROM partial_predictions WHERE stage_key = ? AND split = ?", [key, split]
         )
         return {r["example_id"]: json.loads(r["probs_json"]) for r in rows}
+
+    def all_partial_predictions(self, key: str) -> dict[str, dict[str, list[float]]]:
+        """What interrupted attempts of a stage already bought: split -> example id -> probs."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for r in self.db.query("SELECT split, example_id, probs_json FROM partial_predictions WHERE stage_key = ?", [key]):
+            out.setdefault(r["split"], {})[r["example_id"]] = json.loads(r["probs_json"])
+        return out
 
     def save_partial_prediction(self, key: str, split: str, example_id: str, probs: Iterable[float]) -> None:
         with self.db.conn:
@@ -225,6 +184,11 @@ class Store:
             row["info"] = json.loads(row.pop("info_json") or "{}")
         return row
 
+    def jobs(self, key: str) -> dict[str, dict]:
+        """The latest remote job of a stage per provider (a rerun re-attaches instead of launching again)."""
+        providers = [r["provider"] for r in self.db.query("SELECT DISTINCT provider FROM jobs WHERE stage_key = ?", [key])]
+        return {p: self.find_job(key, p) for p in providers}
+
     def remember_job(self, key: str, provider: str, job_id: str, info: dict) -> None:
         with self.db.conn:
             existing = self.find_job(key, provider)
@@ -242,6 +206,21 @@ class Store:
             {"key": key, "task": task, "name": name, "seed": seed, "n": len(ids), "ids_json": json.dumps(ids), "created": now()},
             ignore=True,
         )
+
+
+def prediction_rows(key: str, predictions: dict) -> list[dict]:
+    """One row per (split, example): all probabilities, the top one (binary: P(class 1)), argmax and gold label."""
+    rows = []
+    for split, (ids, probs, labels) in predictions.items():
+        for example_id, p, label in zip(ids, probs, labels):
+            p = [float(x) for x in p]
+            rows.append({
+                "stage_key": key, "split": split, "example_id": example_id, "prob": p[1] if len(p) == 2 else max(p),
+                "probs_json": json.dumps(p),
+                "pred": int(max(range(len(p)), key=p.__getitem__)) if sum(p) > 0 else -1,  # -1: no answer (e.g. illegal move)
+                "label": None if label is None else int(label),
+            })
+    return rows
 
 
 def _size(path) -> int | None:

@@ -1,7 +1,7 @@
 """What the planned, not-yet-done stages would spend on paid APIs, before anything is launched.
 
-A model opts in with `estimate_cost(examples, task, kind, k_shot) -> {"tokens", "usd", "what"}` and, to
-fail fast on missing credentials, `preflight()`.
+A model opts in by overriding `Model.estimate_cost` (a Cost: tokens, usd, what) and, to fail fast on
+missing credentials, `Model.preflight` (both declared in w2s.api).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ def pending_costs(stages, status: dict) -> list[dict]:
     """One row per pending stage whose model can estimate its cost."""
     rows = []
     for stage in stages:
-        estimate = getattr(stage.model, "estimate_cost", None)
-        if status.get(stage.key) == "done" or estimate is None:
+        if status.get(stage.key) == "done" or stage.model is None:
             continue
         k_shot = (json.loads(stage.row.get("spec_json") or "{}").get("k") or 0) if stage.kind == "eval" else 0
-        cost = estimate(stage.examples, stage.task, stage.kind, k_shot=k_shot)
-        if not cost["tokens"] and stage.kind != "fit":  # e.g. a skipped eval: nothing to ask
+        cost = stage.model.estimate_cost(stage.examples, stage.task, stage.kind, k_shot=k_shot)
+        if cost is None or (not cost["tokens"] and stage.kind != "fit"):  # e.g. a skipped eval: nothing to ask
             continue
         rows.append({"stage": stage.title, "tokens": int(cost["tokens"]), "usd": float(cost["usd"]), "what": cost.get("what", "")})
     return rows
@@ -30,11 +29,10 @@ def preflight(stages, status: dict) -> None:
     """Let each model with pending stages check its setup (e.g. an API key) once, before the run."""
     seen = set()
     for stage in stages:
-        check = getattr(stage.model, "preflight", None)
-        if status.get(stage.key) == "done" or check is None or id(stage.model) in seen:
+        if status.get(stage.key) == "done" or stage.model is None or id(stage.model) in seen:
             continue
         seen.add(id(stage.model))
-        check()
+        stage.model.preflight()
 
 
 def cost_table(rows: list[dict]) -> str:

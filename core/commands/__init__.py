@@ -1,0 +1,1 @@
+"""The command line: `w2s` commands, plugin installs and the paid-work confirmation."""

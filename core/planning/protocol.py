@@ -1,0 +1,209 @@
+"""The weak-to-strong protocol as a DAG of content-addressed stage descriptions.
+
+For each (weak W, strong S, loss, seed), with seeded disjoint splits A (weak_train),
+B (transfer) and T (test):
+
+    weak         = fit(W, A, ground truth)      weak_labels = predict(weak, B)
+    student_loss = fit(S, B, weak_labels, loss) ceiling     = fit(S, B, ground truth)
+    *_test       = predict(model, T)            evaluate    = PGR, CIs, agreement, flags
+
+Optional, from the study: a grid of weak x strong pairs, a strong baseline (S before
+fine-tuning), an oracle student with ground-truth early stopping on V (carved from B),
+bootstrapping chains (methods.py) and cross-task evals (evals.py). Nothing here runs a stage.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .. import plugins
+from ..api import Example, Loss, Model, W2SError, fingerprint
+from .evals import plan_evals
+from .methods import baseline_model, grid_pairs, plan_chain
+from .stage import CheckpointOf, PredictionsOf, Split, Stage
+from .study import Study
+
+Link = tuple[Stage, str, dict]  # a stage, its role in the study, and its result labels
+
+
+def data_fingerprint(examples: list[Example]) -> str:
+    return fingerprint([[e.id, e.text, e.label] for e in examples])
+
+
+class Protocol:
+    """Builds the stage DAG of one study."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.task = study.task
+        self.stages: dict[str, Stage] = {}
+        self._pools: tuple[list[Example], list[Example]] | None = None
+        self._data: dict | None = None
+        self.split_records: dict[str, tuple] = {}  # recorded when the study runs, so a dry run stores nothing
+        self.ground_truth = plugins.make_loss("xent", {}, "ground-truth loss")
+
+    # -- data ----------------------------------------------------------------
+    def pools(self) -> tuple[list[Example], list[Example]]:
+        if self._pools is None:
+            train, test = self.task.load("train"), self.task.load("test")
+            if not train or not test:
+                raise W2SError(f"task {self.task.name}: the {'train' if not train else 'test'} split is empty; check task.data_dir")
+            self._pools = (train, test)
+        return self._pools
+
+    def splits(self, seed: int) -> tuple[Split, Split, Split]:
+        """Seeded, disjoint weak_train (A) and transfer (B) from the train pool; test (T) from test."""
+        spec = self.study.spec.task
+        train, test = self.pools()
+        need = spec.n_weak_train + spec.n_transfer
+        if need > len(train):
+            raise W2SError(
+                f"task.n_weak_train + task.n_transfer = {need} but {self.task.name} has only {len(train)} train examples; lower them"
+            )
+        order = np.random.default_rng(seed).permutation(len(train))
+        a = [train[i] for i in order[: spec.n_weak_train]]
+        b = [train[i] for i in order[spec.n_weak_train : need]]
+        n_test = min(spec.n_test or len(test), len(test))
+        t_idx = np.sort(np.random.default_rng(seed + 10_000).permutation(len(test))[:n_test])
+        t = [test[i] for i in t_idx]
+        return tuple(self.split(name, examples, seed) for name, examples in (("weak_train", a), ("transfer", b), ("test", t)))
+
+    def split(self, name: str, examples: list[Example], seed: int) -> Split:
+        """A named split with a content key; its example ids are recorded in the store when the study runs."""
+        if self._data is None:
+            train, test = self.pools()
+            self._data = {"task": self.task.spec(), "train": data_fingerprint(train), "test": data_fingerprint(test)}
+        key = fingerprint({**self._data, "seed": seed, "split": name, "n": len(examples), "ids": fingerprint([e.id for e in examples])})
+        self.split_records[key] = (key, self.task.name, name, seed, [e.id for e in examples])
+        return Split(name, key, examples)
+
+    def transfer_splits(self, seed: int, k: int) -> list[Split]:
+        """k disjoint transfer splits after A, for chains; the first one is the usual B."""
+        spec = self.study.spec.task
+        train, _ = self.pools()
+        need = spec.n_weak_train + k * spec.n_transfer
+        if need > len(train):
+            raise W2SError(
+                f"task.n_transfer: a chain with {k} fresh transfer splits needs n_weak_train + {k} x n_transfer = {need} train examples, "
+                f"{self.task.name} has {len(train)}; lower them or set study.chain_transfer = \"same\""
+            )
+        order = np.random.default_rng(seed).permutation(len(train))
+        starts = [spec.n_weak_train + i * spec.n_transfer for i in range(k)]
+        return [self.split("transfer" if i == 0 else f"transfer_{i + 1}", [train[j] for j in order[s : s + spec.n_transfer]], seed)
+                for i, s in enumerate(starts)]
+
+    def validation_split(self, transfer: Split, seed: int) -> tuple[Split, Split | None]:
+        """With gt_early_stopping, V is the last n_val examples of B and B keeps the rest."""
+        oracle = self.study.spec.gt_early_stopping
+        if oracle is None:
+            return transfer, None
+        if oracle.n_val > len(transfer.examples) - 2:
+            raise W2SError(f"gt_early_stopping.n_val = {oracle.n_val} leaves too few of the {len(transfer.examples)} transfer examples; lower it")
+        examples = transfer.examples
+        return self.split("transfer", examples[: -oracle.n_val], seed), self.split("validation", examples[-oracle.n_val :], seed)
+
+    # -- stages --------------------------------------------------------------
+    def add(self, stage: Stage) -> Stage:
+        return self.stages.setdefault(stage.key, stage)
+
+    def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict,
+                  validation: Split | None = None) -> Stage:
+        model.check_fit(split.examples, loss, self.task)
+        keyed = {"kind": "fit", "task": self.task.spec(), "data": split.key, "model": model.spec(), "loss": loss.spec(),
+                 "targets": targets.key if targets else "ground_truth", "seed": seed}
+        if validation is not None:  # oracle: checkpoint chosen by ground-truth accuracy on V
+            keyed["gt_early_stopping"] = {"validation": validation.key, "eval_every": self.study.spec.gt_early_stopping.eval_every}
+        source = f"{targets.labels.get('weak')} labels" if targets else "ground truth"
+        title = f"fit {role} {model.label}" + (f" [{loss.name}]" if role == "student" else "") + f" on {split.name} ({source})"
+        spec = {"task": self.task.spec(), "model": model.recipe(), "loss": loss.recipe(), "seed": seed,
+                "eval_every": keyed.get("gt_early_stopping", {}).get("eval_every")}
+        inputs = {"examples": split.examples, "targets": PredictionsOf(targets.key, targets.spec["split"]) if targets else None,
+                  "validation": validation.examples if validation is not None else None}
+        deps = [targets.key] if targets else []
+        row = self._row("fit", role, model, loss, seed, keyed, deps)
+        return self.add(Stage(fingerprint(keyed), "fit", role, title, labels, row, deps, spec, inputs, model, self.task))
+
+    def predict_stage(self, role: str, fit: Stage, split: Split, seed: int, labels: dict) -> Stage:
+        keyed = {"kind": "predict", "fit": fit.key, "data": split.key}
+        title = f"predict {fit.model.label} ({fit.role}{' ' + fit.labels['loss'] if fit.role == 'student' else ''}) on {split.name}"
+        spec = {"task": self.task.spec(), "model": fit.spec["model"], "seed": seed, "split": split.name}
+        inputs = {"examples": split.examples, "checkpoint": CheckpointOf(fit.key)}
+        row = self._row("predict", role, fit.model, None, seed, keyed, [fit.key])
+        return self.add(Stage(fingerprint(keyed), "predict", role, title, labels, row, [fit.key], spec, inputs, fit.model, self.task))
+
+    def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict,
+                       role: str = "evaluate", baseline_test: Stage | None = None) -> Stage:
+        keyed = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key, "v": 1}
+        if baseline_test is not None:
+            keyed["baseline"] = baseline_test.key
+        sources = {name: keyed[name] for name in ("weak", "student", "ceiling", "baseline") if name in keyed}
+        inputs = {name: PredictionsOf(key, "test") for name, key in sources.items()}
+        title = f"{role.replace('_', ' ')} {labels['weak']} -> {labels['strong']} [{labels['loss']}]"
+        deps = list(sources.values())
+        row = {"task": self.task.name, "model": labels["strong"], "loss": labels["loss"], "seed": seed,
+               "spec_json": json.dumps(keyed), "upstream_json": json.dumps(deps), "kind": "evaluate", "role": role}
+        return self.add(Stage(fingerprint(keyed), "evaluate", role, title, labels, row, deps, {"seed": seed}, inputs))
+
+    def _row(self, kind: str, role: str, model: Model, loss: Loss | None, seed: int, keyed: dict, upstream: list[str]) -> dict:
+        return {"kind": kind, "role": role, "task": self.task.name, "model": model.label, "model_json": json.dumps(model.spec()),
+                "loss": loss.name if loss else None, "seed": seed, "spec_json": json.dumps(keyed, default=str),
+                "upstream_json": json.dumps(upstream)}
+
+    # -- the protocol ----------------------------------------------------------
+    def plan(self) -> list[Link]:
+        """Every (stage, role, labels) link of the study, in run order."""
+        links: list[Link] = []
+        for seed in self.study.seeds:
+            a, b, t = self.splits(seed)
+            if self.study.chain:
+                links += plan_chain(self, seed, a, t)
+                continue
+            b, v = self.validation_split(b, seed)
+            for weak, strongs in grid_pairs(self.study.weak, self.study.strong):
+                base = {"task": self.task.name, "weak": weak.label, "seed": seed}
+                weak_fit = self.fit_stage("weak", weak, a, self.ground_truth, None, seed, {**base, "strong": None, "loss": None})
+                weak_labels = self.predict_stage("weak_labels", weak_fit, b, seed, weak_fit.labels)
+                weak_test = self.predict_stage("weak_test", weak_fit, t, seed, weak_fit.labels)
+                links += [(weak_fit, "weak", weak_fit.labels), (weak_labels, "weak_labels", weak_fit.labels), (weak_test, "weak_test", weak_fit.labels)]
+                for strong in strongs:
+                    links += self.pair(weak_labels, weak_test, strong, (a, b, v, t), seed, {**base, "strong": strong.label})
+        return plan_evals(self, links)  # [[eval]]: cross-task stages after each fit (evals.py)
+
+    def pair(self, weak_labels: Stage, weak_test: Stage, strong: Model, splits: tuple, seed: int, pair: dict) -> list[Link]:
+        """Ceiling, optional baseline, and per loss a student (plus its oracle twin) for one weak/strong pair."""
+        a, b, v, t = splits
+        ceiling = self.fit_stage("ceiling", strong, b, self.ground_truth, None, seed, {**pair, "loss": None})
+        ceiling_test = self.predict_stage("ceiling_test", ceiling, t, seed, ceiling.labels)
+        links = [(ceiling, "ceiling", ceiling.labels), (ceiling_test, "ceiling_test", ceiling.labels)]
+        baseline_test = None
+        header = self.study.spec.study
+        probe = baseline_model(strong, header.baseline, header.baseline_k_shot)
+        if probe is not None:  # strong before fine-tuning (k-shot prompt or linear probe), fit on A's ground truth
+            baseline = self.fit_stage("baseline", probe, a, self.ground_truth, None, seed, {**pair, "loss": None})
+            baseline_test = self.predict_stage("baseline_test", baseline, t, seed, baseline.labels)
+            links += [(baseline, "baseline", baseline.labels), (baseline_test, "baseline_test", baseline.labels)]
+        for loss in self.study.losses:
+            labels = {**pair, "loss": loss.name}
+            student = self.fit_stage("student", strong, b, loss, weak_labels, seed, labels)
+            student_test = self.predict_stage("student_test", student, t, seed, labels)
+            evaluate = self.evaluate_stage(weak_test, student_test, ceiling_test, seed, labels, baseline_test=baseline_test)
+            links += [(student, "student", labels), (student_test, "student_test", labels), (evaluate, "evaluate", labels)]
+            if v is not None and "early_stopping" in strong.capabilities:  # oracle diagnostic, never the headline PGR
+                oracle = self.fit_stage("student_oracle", strong, b, loss, weak_labels, seed, labels, validation=v)
+                oracle_test = self.predict_stage("student_oracle_test", oracle, t, seed, labels)
+                oracle_eval = self.evaluate_stage(weak_test, oracle_test, ceiling_test, seed, labels, role="oracle_evaluate")
+                links += [(oracle, "student_oracle", labels), (oracle_test, "student_oracle_test", labels), (oracle_eval, "oracle_evaluate", labels)]
+        return links
+
+
+def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple]]:
+    """The study's stages (run order), their study links, and the split records to store when it runs."""
+    protocol = Protocol(study)
+    try:
+        links = protocol.plan()
+    except W2SError as exc:
+        raise W2SError(f"{study.path or '<study>'}: {exc}") from None
+    stages = list({stage.key: stage for stage, _, _ in links}.values())
+    return stages, links, list(protocol.split_records.values())

@@ -1,0 +1,154 @@
+"""The stage functions: (spec, resolved inputs, context) -> StageResult, one per stage kind.
+
+They are module-level so any executor can ship them to a worker process or a Ray node. A stage
+function reads only its arguments; it never opens the store or reaches into the driver.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..api import Example, Task, Validation, fingerprint, has_own_choices
+from ..metrics import agreement, bootstrap_accuracy, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags
+from ..prompting import fewshot_prefix, softmax_rows
+from .rebuild import keep, loaded, loss_from, model_from, save_checkpoint, task_from
+from .work import Event, Outcome, StageResult, Work, WorkerContext, worker_identity
+
+
+def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(labels), k), dtype=np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def ground_truth_targets(task: Task, examples: list[Example]):
+    """One-hot targets: an (n, num_labels) array, or one array per example over its own choices."""
+    if has_own_choices(task, examples):
+        return [one_hot(np.array([e.label]), len(e.choices))[0] for e in examples]
+    return one_hot(np.array([e.label for e in examples]), task.num_labels)
+
+
+def as_targets(task: Task, examples: list[Example], rows):
+    """Predictions or stored probabilities as fit targets: an (n, K) array, or a list of 1-D arrays."""
+    if has_own_choices(task, examples):
+        return [np.asarray(r, dtype=np.float32) for r in rows]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def prediction_metrics(task: Task, examples: list[Example], probs, labels: np.ndarray) -> dict[str, float]:
+    """classification_metrics, or for per-example choices accuracy plus the task's own `metrics`."""
+    if not has_own_choices(task, examples):
+        return classification_metrics(probs, labels)
+    return {**choice_accuracy(probs, labels), **task.metrics(examples, probs)}
+
+
+def prompt_tables(stage_key: str, split: str, examples: list[Example], task: Task, scores_prompts: bool) -> dict:
+    """The rendered prompts a prompt-capable model scored (table eval_prompts)."""
+    if not scores_prompts:
+        return {}
+    return {"eval_prompts": [{"stage_key": stage_key, "split": split, "example_id": e.id, "prompt": task.render(e)} for e in examples]}
+
+
+# -- the stage kinds -----------------------------------------------------------------------------
+def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
+    """Fit the model on ground truth or on an upstream stage's predictions; publish its checkpoint."""
+    task, model, loss = task_from(spec["task"]), model_from(spec["model"]), loss_from(spec["loss"])
+    examples, targets = inputs["examples"], inputs["targets"]
+    if targets is None:
+        soft = ground_truth_targets(task, examples)
+    else:
+        soft = as_targets(task, examples, [targets[e.id]["probs"] for e in examples])
+    if inputs.get("validation"):
+        ctx.validation = Validation(inputs["validation"], np.array([e.label for e in inputs["validation"]]), spec["eval_every"])
+    trained = model.fit(examples, soft, loss, task, ctx)
+    path = save_checkpoint(trained, ctx.artifact_dir)
+    keep(str(path), trained)  # the predict stages that follow in this process skip the reload
+    return StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output, artifacts={"checkpoint": str(path)})
+
+
+def run_predict(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
+    """Label a split with a fitted model: probabilities, metrics and (prompted models) the prompts."""
+    task, model = task_from(spec["task"]), model_from(spec["model"])
+    path, examples, split = inputs["checkpoint"], inputs["examples"], spec["split"]
+    trained = loaded(path, lambda: model.load(Path(path), task))
+    probs = as_targets(task, examples, trained.predict(examples, task, ctx))
+    labels = np.array([e.label for e in examples])
+    metrics = {**ctx.metrics, **{(split, k): v for k, v in prediction_metrics(task, examples, probs, labels).items()}}
+    return StageResult(predictions={split: ([e.id for e in examples], probs, labels)}, metrics=metrics, curves=ctx.curves,
+                       output=ctx.output, tables=prompt_tables(ctx.stage_key, split, examples, task, model.scores_prompts()))
+
+
+def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
+    """PGR with a paired bootstrap CI over test examples, agreement and sanity flags."""
+    seed = spec["seed"]
+    preds = {name: inputs[name] for name in ("weak", "student", "ceiling", "baseline") if name in inputs}
+    ids = sorted(preds["weak"])
+    labels = np.array([preds["weak"][i]["label"] for i in ids])
+    pred = {name: np.array([rows[i]["pred"] for i in ids]) for name, rows in preds.items()}
+    correct = {name: (pred[name] == labels) for name in pred}
+    acc = {name: float(correct[name].mean()) for name in correct}
+    metrics = {("test", f"{name}_acc"): acc[name] for name in acc}
+    for name in acc:
+        metrics[("test", f"{name}_acc_ci_low")], metrics[("test", f"{name}_acc_ci_high")] = bootstrap_accuracy(correct[name], seed=seed)
+    metrics[("test", "pgr")] = pgr(acc["weak"], acc["student"], acc["ceiling"])
+    metrics[("test", "pgr_ci_low")], metrics[("test", "pgr_ci_high")] = bootstrap_pgr(correct["weak"], correct["student"], correct["ceiling"], seed=seed)
+    metrics[("test", "n_test")] = float(len(ids))
+    metrics.update({("test", k): v for k, v in agreement(pred["student"], pred["weak"], labels).items()})
+    metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
+    return StageResult(metrics=metrics, output={"flags": pgr_flags(acc["weak"], acc["ceiling"], acc.get("baseline"))})
+
+
+def run_eval(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
+    """Cross-task eval: score the sampled examples by label words (prompted) or the classifier head."""
+    output = dict(spec["info"])
+    if spec["skipped"]:
+        return StageResult(output={**output, "skipped": spec["skipped"]})
+    task, model = task_from(spec["task"]), model_from(spec["model"])
+    scored, shots, split = inputs["examples"], inputs["shots"], spec["split"]
+    path = inputs["checkpoint"]
+    if path is not None:
+        trained = loaded(path, lambda: model.load(Path(path), task))
+    else:
+        trained = loaded("pretrained:" + fingerprint(model.spec()), lambda: model.pretrained(task))
+    if model.scores_prompts():
+        prefix = fewshot_prefix(task, shots)
+        prompts = [prefix + task.render(e) for e in scored]
+        probs = softmax_rows(trained.score_many(prompts, [task.label_words] * len(scored), ctx=ctx))
+        output.update(scoring="label-word log-probabilities", k_shot=len(shots), shot_source=spec["shot_source"], shots=[s.id for s in shots])
+    else:
+        prompts = [task.render(e) for e in scored]
+        probs = np.asarray(trained.predict(scored, task, ctx), dtype=float)
+        output.update(scoring="classifier head, class i read as label i",
+                      mapping=", ".join(f"{a}->{b}" for a, b in zip(spec["own_label_words"], task.label_words)))
+    labels = np.array([e.label for e in scored])
+    metrics = {(split, k): v for k, v in classification_metrics(probs, labels).items()}
+    rows = [{"stage_key": ctx.stage_key, "split": split, "example_id": e.id, "prompt": p} for e, p in zip(scored, prompts)]
+    return StageResult(predictions={split: ([e.id for e in scored], probs, labels)}, metrics=metrics, output=output,
+                       tables={"eval_prompts": rows})
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[dict, dict, WorkerContext], StageResult]] = {
+    "fit": run_fit, "predict": run_predict, "evaluate": run_evaluate, "eval": run_eval}
+
+
+def execute(work: Work, emit: Callable[[Event], None]) -> Outcome:
+    """Run one Work item in this process; every executor's worker calls this. Errors come back as one line."""
+    identity = worker_identity()
+    if work.threads:  # the CPUs given to this stage, so stages side by side don't oversubscribe the cores
+        import torch
+
+        torch.set_num_threads(work.threads)
+    emit(Event(work.key, "started", identity))
+    started = time.time()
+    ctx = WorkerContext(work, emit)
+    try:
+        result = STAGE_FUNCTIONS[work.kind](work.spec, work.inputs, ctx)
+    except Exception as exc:  # KeyboardInterrupt and SystemExit propagate: the driver handles them
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return Outcome(work.key, None, f"{type(exc).__name__}: {first}".rstrip(": "), traceback.format_exc(), started, time.time(), identity)
+    return Outcome(work.key, result, started=started, finished=time.time(), worker=identity)

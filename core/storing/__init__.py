@@ -1,0 +1,1 @@
+"""Storing: the SQLite store, its migrations, stage claims shared by several drivers, and queries."""
