@@ -29,7 +29,10 @@ from w2s.running.driver import Driver
 from w2s.reporting.tables import results_table
 from w2s.storing.store import Store
 from w2s.planning.study import parse_study
-from w2s_plugins.chess_puzzles import ChessPuzzlesTask, find_stockfish, make_puzzles, write_puzzles
+from w2s_plugins.chess_generator import make_puzzles
+from w2s_plugins.chess_lichess import write_puzzles
+from w2s_plugins.chess_puzzles import ChessPuzzlesTask
+from w2s_plugins.chess_stockfish import find_stockfish
 from w2s_plugins.lm_choices import generate_choices
 
 ROOT = Path(__file__).resolve().parents[1]

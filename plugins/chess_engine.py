@@ -50,7 +50,7 @@ class EngineSupervisor(Trained):
     def predict(self, examples, task, ctx=None):
         import chess.engine
 
-        from w2s_plugins.chess_puzzles import find_stockfish, open_engine
+        from w2s_plugins.chess_stockfish import find_stockfish, open_engine
 
         o = self.owner.options
         engine = open_engine(find_stockfish(o.path), threads=1, hash_mb=o.hash_mb)

@@ -11,7 +11,7 @@ from w2s import plugins
 from w2s.api import W2SError
 from w2s.commands.cli import cli
 from w2s.metrics import choice_accuracy
-from w2s_plugins import chess_puzzles
+from w2s_plugins import chess_generator, chess_stockfish
 from w2s_plugins.chess_puzzles import ChessPuzzlesTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ ROWS = [  # rows of the Lichess puzzle database (https://database.lichess.org/#p
 def stockfish_or_skip() -> str:
     """Stockfish for the tests that need it; in CI (.ci/run installs it) a missing binary is a failure."""
     try:
-        return chess_puzzles.find_stockfish()
+        return chess_stockfish.find_stockfish()
     except W2SError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI must install stockfish (apt-get install -y stockfish): {exc}")
@@ -115,7 +115,7 @@ def test_generated_moves_are_checked_for_legality(puzzle_file):
 
 def test_missing_stockfish_says_how_to_install(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(chess_puzzles, "FALLBACK_STOCKFISH", str(tmp_path / "none"))
+    monkeypatch.setattr(chess_stockfish, "FALLBACK_STOCKFISH", str(tmp_path / "none"))
     result = runner.invoke(cli, ["chess", "make-puzzles", "--n", "2", "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 1
     assert result.output.strip() == (
@@ -146,11 +146,11 @@ def test_make_puzzles_is_valid_and_reproducible(runner, tmp_path):
 def test_easy_share_cap_keeps_hard_puzzles_and_prefixes(tmp_path):
     """--max-easy-share: at most that share is solved by depth 1; a shorter run is a prefix of a longer one."""
     stockfish = stockfish_or_skip()
-    rows = chess_puzzles.make_puzzles(4, 1, stockfish, depth=6, max_easy_share=0.5)
+    rows = chess_generator.make_puzzles(4, 1, stockfish, depth=6, max_easy_share=0.5)
     ratings = [r["Rating"] for r in rows]
-    assert len(rows) == 4 and sum(r == chess_puzzles.EASY_RATING for r in ratings) <= 2 and max(ratings) > chess_puzzles.EASY_RATING
-    assert chess_puzzles.make_puzzles(2, 1, stockfish, depth=6, max_easy_share=0.5) == rows[:2]
-    cap = chess_puzzles.EasyCap(0.5)
+    assert len(rows) == 4 and sum(r == chess_generator.EASY_RATING for r in ratings) <= 2 and max(ratings) > chess_generator.EASY_RATING
+    assert chess_generator.make_puzzles(2, 1, stockfish, depth=6, max_easy_share=0.5) == rows[:2]
+    cap = chess_generator.EasyCap(0.5)
     kept = []
     for rating in (600, 600, 850, 600, 600, 1100, 600):
         if rating != 600 or cap.room():

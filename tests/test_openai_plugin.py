@@ -18,8 +18,9 @@ from fake_openai import FakeOpenAI
 from w2s.api import W2SError
 from w2s.commands.cli import cli
 from w2s.storing.store import Store
-from w2s_plugins import openai_api
-from w2s_plugins.openai_api import encoding, label_probs, label_tokens
+from w2s_plugins import openai_answers, openai_api, openai_jobs
+from w2s_plugins.openai_answers import label_probs
+from w2s_plugins.openai_tokens import encoding, label_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-fake-test-key-7f3a9c"
@@ -280,7 +281,7 @@ def test_a_job_launched_but_not_stored_is_found_by_metadata_not_launched_again(f
     ctx = Ctx("stage-k1")
     from w2s.plugins import make_task
 
-    job = model.attach_or_launch(model.client(), [], np.zeros(0, int), make_task("sst2", {}, None, "task"), ctx)
+    job = openai_jobs.attach_or_launch(model, model.client(), [], np.zeros(0, int), make_task("sst2", {}, None, "task"), ctx)
     assert job.id == orphan.id and ctx.find_job("openai")["job_id"] == orphan.id
     assert [e.data["job_id"] for e in ctx.events if e.kind == "job"] == [orphan.id]  # the driver persists this event
     assert len(fake.jobs) == 1
@@ -449,14 +450,14 @@ def test_ctrl_c_leaves_the_job_running_by_default_or_cancels_it_when_asked(fake,
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(openai_api.time, "sleep", interrupt)
+    monkeypatch.setattr(openai_jobs.time, "sleep", interrupt)
     for cancel, expected in ((False, "validating_files"), (True, "cancelled")):
         job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=upload.id)
         ctx = Ctx(f"k-{cancel}")
         ctx.progress = lambda *a, **k: Bar()
         model = openai_api.OpenAIModel({"base_url": fake.url, "cancel_on_interrupt": cancel})
         with pytest.raises(KeyboardInterrupt):
-            model.wait(model.client(), job, ctx)
+            openai_jobs.wait(model, model.client(), job, ctx)
         assert fake.jobs[job.id]["status"] == expected
         assert len(fake.requests("POST", f"/v1/fine_tuning/jobs/{job.id}/cancel")) == int(cancel)
     assert ctx.find_job("openai")["status"] == "cancelled"
@@ -511,10 +512,10 @@ def test_limit_caps_the_cross_task_evals_too(runner, tmp_path, sentiment_dir, mo
 
 def test_k_shot_demonstrations_are_label_balanced_and_seeded():
     answers = np.array([0] * 90 + [1] * 10)
-    picks = openai_api.balanced_picks(answers, 4, seed=0)
+    picks = openai_answers.balanced_picks(answers, 4, seed=0)
     assert sorted(answers[picks]) == [0, 0, 1, 1] and len(set(picks)) == 4
-    assert picks == openai_api.balanced_picks(answers, 4, seed=0) != openai_api.balanced_picks(answers, 4, seed=1)
-    assert len(openai_api.balanced_picks(answers[:3], 8, seed=0)) == 3
+    assert picks == openai_answers.balanced_picks(answers, 4, seed=0) != openai_answers.balanced_picks(answers, 4, seed=1)
+    assert len(openai_answers.balanced_picks(answers[:3], 8, seed=0)) == 3
 
 
 def test_a_rejected_key_is_one_line_and_the_key_is_not_stored(runner, tmp_path, sentiment_dir, fake, monkeypatch):
