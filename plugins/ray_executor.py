@@ -69,7 +69,13 @@ class RayExecutor(Executor):
 
         if not ray.is_initialized():
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.options.jobs, "include_dashboard": False}
-            ray.init(**kwargs, logging_level="ERROR", log_to_driver=True)
+            try:
+                ray.init(**kwargs, logging_level="ERROR", log_to_driver=True)
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray runtime"
+                reason = next((line.strip() for line in reversed(str(exc).splitlines()) if line.strip()), type(exc).__name__)
+                raise W2SError(f"executor ray: could not connect to {where} ({reason[:200]}); check the address, and on a cluster "
+                               "with token authentication set RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
             self._started = True
         resources = ray.cluster_resources()
         self._cpus, self._gpus = int(resources.get("CPU", 1)), float(resources.get("GPU", 0))
@@ -89,12 +95,12 @@ class RayExecutor(Executor):
 
         res = work.resources
         gpus = res.gpus or (self._gpu_share() if res.accelerator and work.kind != "evaluate" else 0)
-        options = {"num_cpus": res.cpus, "max_retries": RETRIES, "retry_exceptions": False}
+        work.threads = self.options.threads or max(1, int(res.cpus))
+        options = {"num_cpus": max(res.cpus, work.threads), "max_retries": RETRIES, "retry_exceptions": False}
         if gpus:
             options["num_gpus"] = gpus
         if res.memory_mb:
             options["memory"] = res.memory_mb * 1024 * 1024
-        work.threads = max(1, int(res.cpus))
         self._refs[ray.remote(_run_on_ray).options(**options).remote(work, self._events)] = work.key
 
     def _gpu_share(self) -> float:

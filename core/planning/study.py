@@ -73,6 +73,7 @@ class ExecutorSpec(Options):
 
     name: str = Field(default="local", description="local, processes, ray, or an executor plugin")
     jobs: int | None = Field(default=None, ge=1, description="stages at once (processes: worker processes)")
+    threads: int | None = Field(default=None, ge=1, description="torch threads per stage (default: cores / jobs)")
     ray_address: str | None = Field(default=None, description="a running Ray cluster (default: RAY_ADDRESS, else a local runtime)")
     artifact_root: str | None = Field(default=None, description="checkpoint folder every worker can reach (default: beside the store)")
     gpus_per_stage: float | None = Field(default=None, ge=0, description="GPUs for each torch stage (default: 1 when the cluster has GPUs)")

@@ -32,6 +32,7 @@ class ExecutorOptions:
 
     name: str = "local"
     jobs: int | None = None  # stages at once
+    threads: int | None = None  # torch threads per stage (same threads, bit-identical numbers on any executor)
     ray_address: str | None = None
     artifact_root: str | None = None  # checkpoints; every worker must reach it
     gpus_per_stage: float | None = None
@@ -83,10 +84,22 @@ class LocalExecutor(Executor):
         self._queue: deque[Work] = deque()
 
     def submit(self, work: Work) -> None:
+        work.threads = self.options.threads  # None: torch's default, every core
         self._queue.append(work)
 
     def collect(self, on_event, timeout: float) -> list[Outcome]:
-        return [execute(self._queue.popleft(), on_event)] if self._queue else []
+        if not self._queue:
+            return []
+        work = self._queue.popleft()
+        if not work.threads:
+            return [execute(work, on_event)]
+        import torch
+
+        before = torch.get_num_threads()  # this is the user's process: leave its thread count as it was
+        try:
+            return [execute(work, on_event)]
+        finally:
+            torch.set_num_threads(before)
 
 
 _events = None  # a worker process's end of the event queue
@@ -113,7 +126,7 @@ class ProcessExecutor(Executor):
     def __init__(self, options: ExecutorOptions):
         super().__init__(options)
         self.jobs = options.jobs or os.cpu_count() or 1
-        self.threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        self.threads = options.threads or max(1, (os.cpu_count() or 1) // self.jobs)
         self._context = multiprocessing.get_context("spawn")
         self._events = self._context.SimpleQueue()  # writes reach the pipe before a worker returns its outcome
         self._pool: ProcessPoolExecutor | None = None
@@ -176,6 +189,8 @@ def make_executor(options: ExecutorOptions) -> Executor:
     """The named executor (built in, or from a plugin), or a one-line error with did-you-mean."""
     if options.jobs is not None and options.jobs < 1:
         raise W2SError(f"--jobs {options.jobs}: run at least one stage at a time; use --jobs 1 or more")
+    if options.threads is not None and options.threads < 1:
+        raise W2SError(f"--threads {options.threads}: give each stage at least one thread; use --threads 1 or more")
     available = {**BUILT_IN, **{name: entry.obj for name, entry in plugins.executors().items()}}
     if options.name not in available:
         hint = did_you_mean(options.name, available)

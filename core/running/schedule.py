@@ -115,7 +115,7 @@ class Schedule:
             return
         data = event.data
         if event.kind == "started":
-            self.claims.started(event.key, self.running[event.key][1], {"host": data["host"], "pid": data["pid"]}, time.time())
+            self.claims.started(event.key, self.running[event.key][1], data, time.time())
         elif event.kind == "partial":
             self.store.save_partial_prediction(event.key, data["split"], data["example_id"], data["probs"])
         elif event.kind == "job":
@@ -127,9 +127,11 @@ class Schedule:
         stage, attempt = self.running.pop(outcome.key)
         self.heartbeat.keys.discard(outcome.key)
         if outcome.error is not None:
-            self.claims.fail(outcome.key, attempt, f"{outcome.error}\n{outcome.detail or ''}".rstrip(), outcome.seconds or None)
+            host = outcome.worker.get("host")
+            where = f" (on worker host {host})" if host and host != self.claims.owner.host else ""
+            self.claims.fail(outcome.key, attempt, f"{outcome.error}{where}\n{outcome.detail or ''}".rstrip(), outcome.seconds or None)
             self.state[outcome.key] = "failed"
-            self.echo(f"{self.prefix(stage)}: FAILED: {outcome.error}")
+            self.echo(f"{self.prefix(stage)}: FAILED: {outcome.error}{where}")
         elif self.claims.finish(outcome.key, attempt, outcome):
             self.done(stage, f"done in {outcome.seconds:.1f}s")
         else:  # our claim went stale and another run took the stage over: its result stands

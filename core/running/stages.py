@@ -6,6 +6,7 @@ function reads only its arguments; it never opens the store or reaches into the 
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -143,6 +144,8 @@ def execute(work: Work, emit: Callable[[Event], None]) -> Outcome:
         import torch
 
         torch.set_num_threads(work.threads)
+    if "torch" in sys.modules:  # recorded with the stage: the thread count decides float summation order
+        identity["threads"] = sys.modules["torch"].get_num_threads()
     emit(Event(work.key, "started", identity))
     started = time.time()
     ctx = WorkerContext(work, emit)

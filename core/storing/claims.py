@@ -107,6 +107,7 @@ class Claims:
             else:
                 values = {"id": str(ULID()), "key": key, "created": iso(), "study_id": study_id, **values}
                 self.conn.execute(f"INSERT INTO stages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values()))
+            self.conn.execute("UPDATE stage_attempts SET status = 'abandoned' WHERE stage_key = ? AND status = 'running'", [key])
             attempt = str(ULID())
             self.conn.execute(
                 "INSERT INTO stage_attempts (id, stage_key, run_id, executor, owner_json, started, status) VALUES (?, ?, ?, ?, ?, ?, 'running')",
