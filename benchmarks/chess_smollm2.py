@@ -117,7 +117,7 @@ def main():
     generation = {}
     for role in ("student", "ceiling"):
         fit = next(s for s in stages if s.role == role)
-        trained = engine.trained(fit)
+        trained = fit.model.load(store.artifact(fit.key), study.task)  # the fitted checkpoint, as a predict stage loads it
         generation[role] = generation_metrics(trained, test, study.task)
         trained.free()
     pretrained = study.strong[0].pretrained(study.task)

@@ -9,9 +9,11 @@ never runs twice on the same example (the reference code re-ran it every step).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from w2s.api import Trained, W2SError, fingerprint
 from w2s.train import fit_module, predict_module, seed_everything
@@ -39,6 +41,8 @@ class FeatureCache:
     def stored(self) -> dict[str, np.ndarray]:
         out = {}
         for path in sorted(self.folder.glob("*.npz")):
+            if path.name.endswith(".tmp.npz"):  # being written by another stage right now
+                continue
             with np.load(path) as data:
                 out.update(zip(data["keys"].tolist(), data["features"]))
         return out
@@ -47,18 +51,24 @@ class FeatureCache:
         """(n, hidden) features of `examples`, running the encoder only on uncached ones."""
         keys = self.example_keys(examples, task)
         known = self.stored()
-        missing = [i for i, k in enumerate(keys) if k not in known]
-        if missing:
-            computed = encode_features(self.model, [examples[i] for i in missing], task)
-            self.encoder_examples += len(missing)
-            self.write([keys[i] for i in missing], computed)
-            known.update(zip((keys[i] for i in missing), computed))
+        if any(k not in known for k in keys):
+            # Stages side by side (executors processes, ray) often want the same split's features: the
+            # first computes them, the others wait on its lock and then read them instead of recomputing.
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with FileLock(self.folder / f"{fingerprint(keys)}.lock"):
+                known = self.stored()
+                missing = [i for i, k in enumerate(keys) if k not in known]
+                if missing:
+                    computed = encode_features(self.model, [examples[i] for i in missing], task)
+                    self.encoder_examples += len(missing)
+                    self.write([keys[i] for i in missing], computed)
+                    known.update(zip((keys[i] for i in missing), computed))
         return np.stack([known[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 0), np.float32)
 
     def write(self, keys: list[str], features: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = fingerprint(keys)
-        tmp = self.folder / f"{name}.tmp.npz"
+        tmp = self.folder / f"{name}.{os.getpid()}.tmp.npz"
         np.savez(tmp, keys=np.array(keys), features=features)
         tmp.replace(self.folder / f"{name}.npz")  # atomic: a crash never leaves half a file
 

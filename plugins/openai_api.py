@@ -104,7 +104,7 @@ class OpenAIModel(Model):
     def prompted(self, k_shot: int = 0) -> "OpenAIModel":
         """The pretrained-strong baseline: this model prompted (zero- or k-shot), never fine-tuned."""
         model = type(self)({**self.options.model_dump(), "finetune": False, "k_shot": k_shot}, self.train.model_dump())
-        model.label = f"{getattr(self, 'label', self.name)} (pretrained)"
+        model.label = f"{self.label} (pretrained)"
         return model
 
     def pretrained(self, task) -> OpenAITrained:

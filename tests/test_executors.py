@@ -318,3 +318,45 @@ def test_openai_answers_under_ray_are_persisted_by_the_driver_and_never_asked_ag
         assert len(resumed) == 2 and sum(resumed) == len(before)  # the two predict stages ran side by side: the 12 are split
     finally:
         fake.stop()
+
+
+def test_an_executor_plugin_registered_through_the_hook_runs_a_study(runner, files, tmp_path):
+    """A third-party executor (here inline; a Slurm one would come from a package) is found by name and used."""
+    from w2s import plugins
+    from w2s.hookspecs import hookimpl
+    from w2s.running.executors import LocalExecutor
+
+    class CountingExecutor(LocalExecutor):
+        """Runs in-process and counts what it was given."""
+
+        name = "counting"
+        submitted: list[str] = []
+
+        def submit(self, work):
+            self.submitted.append(work.kind)
+            super().submit(work)
+
+    class ExecutorPlugin:
+        @hookimpl
+        def register_executors(self, register):
+            register(CountingExecutor)
+
+    unregister = plugins.register_inline(ExecutorPlugin(), "counting-executor")
+    try:
+        listed = runner.invoke(cli, ["plugins", "list", "--json"])
+        assert {"name": "counting", "kind": "executor"}.items() <= next(r for r in json.loads(listed.output) if r["name"] == "counting").items()
+        result = runner.invoke(cli, ["study", "run", str(files["grid"]), "--db", str(tmp_path / "w.db"), "--executor", "counting"])
+        assert result.exit_code == 0, result.output
+        assert "executor: counting" in result.output
+        assert sorted(set(CountingExecutor.submitted)) == ["evaluate", "fit", "predict"] and len(CountingExecutor.submitted) == 22
+    finally:
+        unregister()
+
+
+def test_drivers_that_open_a_new_store_at_the_same_moment_all_succeed(files, tmp_path):
+    """Creating the schema is serialized (a lock file beside the store): without it, one of two drivers
+    starting together on a fresh store failed with 'database is locked' about one time in eight."""
+    db = tmp_path / "fresh.db"
+    procs = [w2s_run(files["grid"], db, "--dry-run") for _ in range(4)]
+    for proc in procs:
+        assert "22 stages (0 cached)" in finish(proc, timeout=120)

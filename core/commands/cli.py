@@ -22,6 +22,7 @@ def db_option(f):
 
 def executor_flags(f):
     """--executor, --jobs and --ray-address: where stages run (overrides the study's [executor] table)."""
+    f = click.option("--artifact-root", type=click.Path(file_okay=False), help="Checkpoints go here; on a cluster, a path every node mounts.")(f)
     f = click.option("--ray-address", envvar="RAY_ADDRESS", help="executor ray: a running cluster (default: RAY_ADDRESS, else a local runtime).")(f)
     f = click.option("--threads", type=int, help="Torch threads per stage (default: all cores for local, cores / jobs for processes, "
                      "the stage's CPUs for ray). The same count gives bit-identical numbers on every executor.")(f)
@@ -68,7 +69,7 @@ def study():
 @click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
 @executor_flags
 @user_errors
-def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jobs, ray_address, threads):
+def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jobs, ray_address, threads, artifact_root):
     """Run (or resume) the study in FILE and print its results table."""
     from ..planning.study import load_study
     from ..reporting.tables import results_table
@@ -78,7 +79,7 @@ def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jo
     overrides = list(overrides) + ([f"study.seeds=[{','.join(map(str, seeds))}]"] if seeds else [])
     spec = load_study(file, overrides, limit)
     store = Store(db_path)
-    engine = Driver(store, executor_options(spec, executor, jobs, ray_address, threads))
+    engine = Driver(store, executor_options(spec, executor, jobs, ray_address, threads, artifact_root))
     if dry_run:
         stages, _ = engine.plan(spec)
         status = engine.status(stages)
@@ -207,7 +208,7 @@ def study_compare(refs, db_path, as_json):
 @click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
 @executor_flags
 @user_errors
-def study_rerun(ref, db_path, yes, executor, jobs, ray_address, threads):
+def study_rerun(ref, db_path, yes, executor, jobs, ray_address, threads, artifact_root):
     """Run a stored study's definition again; finished stages are reused from the cache."""
     from ..planning.rerun import rerun_study
     from ..reporting.tables import results_table
@@ -215,7 +216,7 @@ def study_rerun(ref, db_path, yes, executor, jobs, ray_address, threads):
 
     store = Store(db_path)
     spec = rerun_study(store, ref)
-    study_id = Driver(store, executor_options(spec, executor, jobs, ray_address, threads)).run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
+    study_id = Driver(store, executor_options(spec, executor, jobs, ray_address, threads, artifact_root)).run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
     click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
     click.echo(results_table(store, study_id))
 

@@ -58,7 +58,7 @@ def baseline_model(strong: Model, kind: str, k_shot: int = 4) -> Model | None:
 
 
 def plan_chain(p, seed: int, weak_train: Split, test: Split) -> list[tuple[Stage, str, dict]]:
-    """Stages of the bootstrapping chain for one seed (p: the study's protocol.Protocol): every step, the ceilings and the direct transfer."""
+    """Stages of the bootstrapping chain for one seed: every step, the ceilings and the direct transfer (p: the Protocol)."""
     models = p.study.chain
     steps = len(models) - 1
     transfers = p.transfer_splits(seed, steps if p.study.spec.study.chain_transfer == "fresh" else 1)

@@ -42,13 +42,15 @@ def versions() -> dict:
 
 
 def executor_options(study: Study, name: str | None = None, jobs: int | None = None, ray_address: str | None = None,
-                     threads: int | None = None) -> ExecutorOptions:
+                     threads: int | None = None, artifact_root: str | None = None) -> ExecutorOptions:
     """The study's `[executor]` table, overridden by command-line flags."""
     table = study.spec.executor
     options = ExecutorOptions(**(table.model_dump() if table else {}))
     if table and table.artifact_root and study.path and not Path(table.artifact_root).expanduser().is_absolute():
         options.artifact_root = str((study.path.parent / table.artifact_root).resolve())
-    for field, value in (("name", name), ("jobs", jobs), ("ray_address", ray_address), ("threads", threads)):
+    if artifact_root is not None:
+        artifact_root = str(Path(artifact_root).expanduser().resolve())
+    for field, value in (("name", name), ("jobs", jobs), ("ray_address", ray_address), ("threads", threads), ("artifact_root", artifact_root)):
         if value is not None:
             setattr(options, field, value)
     return options

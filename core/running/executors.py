@@ -88,18 +88,7 @@ class LocalExecutor(Executor):
         self._queue.append(work)
 
     def collect(self, on_event, timeout: float) -> list[Outcome]:
-        if not self._queue:
-            return []
-        work = self._queue.popleft()
-        if not work.threads:
-            return [execute(work, on_event)]
-        import torch
-
-        before = torch.get_num_threads()  # this is the user's process: leave its thread count as it was
-        try:
-            return [execute(work, on_event)]
-        finally:
-            torch.set_num_threads(before)
+        return [execute(self._queue.popleft(), on_event)] if self._queue else []
 
 
 _events = None  # a worker process's end of the event queue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -137,21 +138,36 @@ STAGE_FUNCTIONS: dict[str, Callable[[dict, dict, WorkerContext], StageResult]] =
     "fit": run_fit, "predict": run_predict, "evaluate": run_evaluate, "eval": run_eval}
 
 
+@contextmanager
+def thread_budget(threads: int | None):
+    """Torch and the BLAS/OpenMP pools (numpy, scikit-learn) use `threads` during the stage, then what they had."""
+    if not threads:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(work: Work, emit: Callable[[Event], None]) -> Outcome:
     """Run one Work item in this process; every executor's worker calls this. Errors come back as one line."""
     identity = worker_identity()
-    if work.threads:  # the CPUs given to this stage, so stages side by side don't oversubscribe the cores
-        import torch
-
-        torch.set_num_threads(work.threads)
-    if "torch" in sys.modules:  # recorded with the stage: the thread count decides float summation order
-        identity["threads"] = sys.modules["torch"].get_num_threads()
-    emit(Event(work.key, "started", identity))
-    started = time.time()
-    ctx = WorkerContext(work, emit)
-    try:
-        result = STAGE_FUNCTIONS[work.kind](work.spec, work.inputs, ctx)
-    except Exception as exc:  # KeyboardInterrupt and SystemExit propagate: the driver handles them
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        return Outcome(work.key, None, f"{type(exc).__name__}: {first}".rstrip(": "), traceback.format_exc(), started, time.time(), identity)
+    with thread_budget(work.threads):  # the CPUs given to this stage, so stages side by side don't oversubscribe the cores
+        if "torch" in sys.modules:  # recorded with the stage: the thread count decides float summation order
+            identity["threads"] = sys.modules["torch"].get_num_threads()
+        emit(Event(work.key, "started", identity))
+        started = time.time()
+        ctx = WorkerContext(work, emit)
+        try:
+            result = STAGE_FUNCTIONS[work.kind](work.spec, work.inputs, ctx)
+        except Exception as exc:  # KeyboardInterrupt and SystemExit propagate: the driver handles them
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return Outcome(work.key, None, f"{type(exc).__name__}: {first}".rstrip(": "), traceback.format_exc(), started, time.time(), identity)
     return Outcome(work.key, result, started=started, finished=time.time(), worker=identity)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 import sqlite_utils
+from filelock import FileLock
 from ulid import ULID
 
 from ..api import W2SError
@@ -40,8 +41,10 @@ class Store:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite_utils.Database(self.path)
-            self.db.enable_wal()
-            migrations.apply(self.db)
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            with self._schema_lock():
+                self.db.enable_wal()
+                migrations.apply(self.db)
         self.db.execute("PRAGMA busy_timeout = 10000")
         self.artifacts_root = self.path.parent / "artifacts"
 
@@ -52,10 +55,15 @@ class Store:
         db = sqlite_utils.Database(self.path)
         try:
             db.execute("PRAGMA busy_timeout = 10000")
-            if migrations.pending(db):
-                migrations.apply(db)
+            with self._schema_lock():
+                if migrations.pending(db):
+                    migrations.apply(db)
         finally:
             db.close()
+
+    def _schema_lock(self) -> FileLock:
+        """Two drivers opening a new (or older) store at once: one creates or upgrades the schema, the other waits."""
+        return FileLock(f"{self.path}.lock", timeout=60)
 
     # -- studies ---------------------------------------------------------
     def upsert_study(self, name: str, toml_text: str, spec: dict, hash_: str, path: str | None, versions: dict) -> str:
