@@ -81,8 +81,8 @@ class Task:
         return len(self.label_words)
 
     def render(self, example: Example) -> str:
-        """The prompt for one example: the task's single template filled in."""
-        return self.prompt_template.format(text=example.text, **example.meta)
+        """The prompt for one example: the task's single template filled in (a meta field named `text` wins)."""
+        return self.prompt_template.format_map({"text": example.text, **example.meta})
 
     def metrics(self, examples: Sequence[Example], predictions: Sequence[np.ndarray]) -> dict[str, float]:
         """Extra metrics of a predict stage on tasks whose examples carry their own choices (e.g. chess exact match)."""

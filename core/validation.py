@@ -21,16 +21,22 @@ def options_error(exc: Exception, where: str, cls: type | None = None) -> W2SErr
     if not isinstance(exc, ValidationError):
         return W2SError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0])
     err = exc.errors()[0]
-    field_path = ".".join(p for p in (where, ".".join(str(p) for p in err["loc"])) if p)
+    field_path = ".".join(p for p in (where, ".".join(printable(p) for p in err["loc"])) if p)
     if err["type"] == "extra_forbidden":
         valid = _valid_fields(cls, err["loc"])
-        hint = did_you_mean(str(err["loc"][-1]), valid)
+        hint = did_you_mean(str(err["loc"][-1]), valid) if valid else ""
         return W2SError(f"{field_path}: unknown option{hint}; valid: {', '.join(valid) or 'none'}")
     if err["type"] == "missing":
         return W2SError(f"{field_path}: required field is missing; add it")
     got = err.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    shown = f" (got {repr(got)[:80]})" if not isinstance(got, dict | list) else ""
     return W2SError(f"{field_path}: {err['msg']}{shown}")
+
+
+def printable(part) -> str:
+    """A field name as shown in an error: as it is when printable, else quoted with escapes (never a line break)."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
 def _valid_fields(cls: type | None, loc) -> list[str]:

@@ -13,7 +13,7 @@ Local (`data_dir` or W2S_DATA_DIR), either layout is accepted:
 from __future__ import annotations
 
 from w2s.api import Example, Options, Task, W2SError
-from w2s.data import read_table, require_columns
+from w2s.data import hub_dataset, read_table, require_columns
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "google/boolq"
@@ -47,9 +47,7 @@ class BoolQTask(Task):
         if split not in ("train", "test"):
             raise W2SError(f"task boolq: unknown split {split!r}; use train or test")
         if self.data_dir is None:
-            import datasets
-
-            return datasets.load_dataset(HUB_ID, split={"train": "train", "test": "validation"}[split], revision=self.options.revision), HUB_ID
+            return hub_dataset(HUB_ID, split={"train": "train", "test": "validation"}[split], revision=self.options.revision), HUB_ID
         if split == "train":
             path = self.data_dir / "train.jsonl"
         else:
@@ -57,7 +55,9 @@ class BoolQTask(Task):
             path = found[0] if found else self.data_dir / TEST_FILES[0]
             if not found:
                 raise W2SError(f"data file {path} not found (nor val.jsonl); set task.data_dir to the BoolQ folder with dev.jsonl or val.jsonl")
-        return read_table(path), str(path)
+        return read_table(path, columns=["question", "passage"], label_column=("answer", "label"),
+                          label_values=lambda v: v.lower() in {"true", "false", "1", "0"}, label_fix="use true/false (or 1/0) and fix that row",
+                          hint="expected BoolQ JSONL with question, passage and answer (or label)"), str(path)
 
     def load(self, split: str) -> list[Example]:
         rows, where = self.rows(split)

@@ -9,36 +9,35 @@ import csv
 from pathlib import Path
 
 from w2s.api import W2SError
+from w2s.data import read_table
 
 LICHESS_COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating", "RatingDeviation", "Popularity", "NbPlays", "Themes", "GameUrl", "OpeningTags")
 REQUIRED_COLUMNS = LICHESS_COLUMNS[:3]
 
 
 def read_puzzle_rows(path: Path) -> list[dict]:
-    """Rows of a Lichess puzzle CSV (with or without its header line), through `datasets`."""
+    """Rows of a Lichess puzzle CSV (with or without its header line), checked and read by `read_table`."""
     if not path.is_file():
         raise W2SError(
             f"puzzle file {path} not found; set task.data_dir (and task.options.file), "
             "or make one with `w2s chess make-puzzles --out FILE`"
         )
-    with path.open(encoding="utf-8") as f:
-        first = f.readline().rstrip("\n")
-    names = None if first.startswith("PuzzleId") else list(LICHESS_COLUMNS[: len(first.split(","))])
-    rows = _load_csv(path, names)
-    missing = set(REQUIRED_COLUMNS) - set(rows.column_names)
-    if missing:
-        raise W2SError(f"{path}: missing column(s) {sorted(missing)}; expected the Lichess layout {','.join(LICHESS_COLUMNS)}")
+    with path.open("rb") as f:  # the first line says whether there is a header; read_table checks the whole file
+        first = f.readline().decode("utf-8-sig", errors="replace").strip()
+    header = first.startswith("PuzzleId")
+    names = [n.strip() for n in first.split(",")] if header else list(LICHESS_COLUMNS[: len(first.split(","))])
+    features = {"features": datasets_features(names)} if names and len(set(names)) == len(names) else {}
+    options = {} if header else {"header": None, "column_names": names}
+    hint = f"expected the Lichess layout {','.join(LICHESS_COLUMNS)}"
+    rows = read_table(path, columns=REQUIRED_COLUMNS, hint=hint, keep_default_na=False, **features, **options)
     return list(rows)
 
 
-def _load_csv(path: Path, names: list[str] | None):
+def datasets_features(names: list[str]):
+    """Every column as a string (puzzle ids such as 00008 must keep their zeros)."""
     import datasets
 
-    kwargs = {"column_names": names} if names else {}
-    with path.open(encoding="utf-8") as f:
-        header = names or f.readline().rstrip("\n").split(",")
-    features = datasets.Features({c: datasets.Value("string") for c in header})
-    return datasets.load_dataset("csv", data_files=str(path), split="train", keep_default_na=False, features=features, **kwargs)
+    return datasets.Features({c: datasets.Value("string") for c in names})
 
 
 def write_puzzles(rows: list[dict], out: Path) -> None:

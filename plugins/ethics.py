@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from w2s.api import Example, Options, Task, W2SError
-from w2s.data import read_table, require_columns
+from w2s.data import datasets_cache, read_table, require_columns
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "hendrycks/ethics"
@@ -106,7 +106,8 @@ class EthicsTask(Task):
             path = self.file_for(split)
             if self.options.subset == "utilitarianism":
                 return read_table(path, header=None, column_names=["first", "second"]), str(path)
-            return read_table(path), str(path)
+            return read_table(path, columns=COLUMNS[self.options.subset], label_column="label", label_values={"0", "1"},
+                              hint="expected the original ETHICS CSV layout"), str(path)
         return self.hub_rows(split)
 
     def hub_rows(self, split: str):
@@ -115,7 +116,7 @@ class EthicsTask(Task):
         part = HUB_FILES[self.options.split if split == "test" else split]
         url = f"hf://datasets/{HUB_ID}@{HUB_REVISION}/{FOLDERS[self.options.subset]}/{part}"
         try:
-            rows = datasets.load_dataset("parquet", data_files=url, split="train")
+            rows = datasets.load_dataset("parquet", data_files=url, split="train", cache_dir=datasets_cache())
         except Exception as exc:
             raise W2SError(f"{url}: could not load ({type(exc).__name__}); set task.data_dir to the folder of the original ETHICS CSVs") from None
         if self.options.subset == "utilitarianism":

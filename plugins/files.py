@@ -25,13 +25,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from w2s.api import Example, Options, Task, W2SError
-from w2s.data import read_table, require_columns
+from w2s.data import hub_dataset, label_key, read_table, require_columns
 from w2s.hookspecs import hookimpl
-
-
-def raw_key(value) -> str:
-    """A raw label value as the string used in label_map (booleans as true/false)."""
-    return str(value).lower() if isinstance(value, bool) else str(value).strip()
 
 
 class FilesOptions(Options):
@@ -88,12 +83,18 @@ class FilesTask(Task):
         if split not in ("train", "test"):
             raise W2SError(f"task files: unknown split {split!r}; use train or test")
         if o.hub:
-            import datasets
-
             hub_split = o.train_split if split == "train" else o.test_split
-            return datasets.load_dataset(o.hub, split=hub_split, revision=o.revision), f"{o.hub} ({hub_split})"
+            return hub_dataset(o.hub, split=hub_split, revision=o.revision), f"{o.hub} ({hub_split})"
         path = self.path(o.train if split == "train" else o.test)
-        return read_table(path), str(path)
+        fix = "add it to task.options.label_map or fix the row" if o.label_map is not None else \
+            "add task.options.label_map = { raw = index, ... } or fix the row"
+        return read_table(path, columns=o.text_columns, label_column=o.label_column, label_values=self.label_texts(),
+                          hint="set task.options.label_column and text_columns to columns of the file", label_fix=fix), str(path)
+
+    def label_texts(self) -> set[str]:
+        """The raw label values the files may hold: label_map's keys, else the indexes 0..K-1."""
+        o = self.options
+        return set(o.label_map) if o.label_map is not None else {str(k) for k in range(len(self.label_words))}
 
     def load(self, split: str) -> list[Example]:
         o = self.options
@@ -111,15 +112,15 @@ class FilesTask(Task):
         """Map a raw label through label_map (or accept 0..K-1); anything else is a one-line error."""
         o = self.options
         if o.label_map is not None:
-            key = raw_key(value)
+            key = label_key(value)
             if key not in o.label_map:
                 raise W2SError(f"{where} row {index + 1}: label {value!r} is not in task.options.label_map "
                                f"(keys: {', '.join(o.label_map)}); add it to label_map or fix the row")
             return o.label_map[key]
-        if raw_key(value) not in {str(k) for k in range(len(self.label_words))}:
+        if label_key(value) not in {str(k) for k in range(len(self.label_words))}:
             raise W2SError(f"{where} row {index + 1}: label {value!r} is not an index 0..{len(self.label_words) - 1}; "
                            "add task.options.label_map = { raw = index, ... }")
-        return int(raw_key(value))
+        return int(label_key(value))
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Task sst2: Stanford Sentiment Treebank, binary (GLUE SST-2)."""
 
 from w2s.api import Example, Task
-from w2s.data import read_table, require_columns
+from w2s.data import hub_dataset, read_table, require_columns
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "stanfordnlp/sst2"  # parquet files, no loading script; its `validation` split is the usual "test"
@@ -20,11 +20,11 @@ class SST2Task(Task):
     def load(self, split: str) -> list[Example]:
         if self.data_dir is not None:
             files = {"train": "train.tsv", "test": "test.tsv"}
-            rows = read_table(self.data_dir / files[split], "\t", quoting=3)  # QUOTE_NONE: quotes are text
+            rows = read_table(self.data_dir / files[split], "\t", quoting=3,  # QUOTE_NONE: quotes are text
+                              columns=["sentence", "label"], label_column="label", label_values={"0", "1"},
+                              hint="expected the GLUE layout: sentence<TAB>label")
         else:
-            import datasets
-
-            rows = datasets.load_dataset(HUB_ID, split={"train": "train", "test": "validation"}[split])
+            rows = hub_dataset(HUB_ID, split={"train": "train", "test": "validation"}[split])
         require_columns(rows, ["sentence", "label"], f"{self.data_dir or HUB_ID} ({split})", "expected sentence<TAB>label")
         return [
             Example(id=f"{split}-{i}", text=str(r["sentence"]).strip(), label=int(r["label"]))

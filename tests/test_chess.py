@@ -90,7 +90,7 @@ def test_bad_rows_and_missing_file_are_one_line_errors(tmp_path):
     with pytest.raises(W2SError, match="make-puzzles"):
         ChessPuzzlesTask({"file": str(tmp_path / "nope.csv")}).load("train")
     (tmp_path / "cols.csv").write_text("PuzzleId,Rating\nx,1\n")
-    with pytest.raises(W2SError, match=r"missing column\(s\) \['FEN', 'Moves'\]"):
+    with pytest.raises(W2SError, match=r"cols\.csv: column\(s\) \['FEN', 'Moves'\] not found"):
         ChessPuzzlesTask({"file": str(tmp_path / "cols.csv")}).load("train")
 
 

@@ -87,7 +87,7 @@ def test_unknown_subset_is_one_line():
 def test_bad_label_is_one_line(tmp_path):
     (tmp_path / "justice").mkdir()
     (tmp_path / "justice" / "justice_test.csv").write_text("label,scenario\n1,fine\n7,odd\n")
-    with pytest.raises(W2SError, match=r"justice_test\.csv row 2: label 7 is not 0 or 1"):
+    with pytest.raises(W2SError, match=r"justice_test\.csv line 3: label '7' is not a label \(valid: 0, 1\)"):
         ethics("justice", data_dir=tmp_path).load("test")
 
 

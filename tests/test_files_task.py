@@ -83,22 +83,23 @@ def test_absent_label_column_is_one_line():
     with pytest.raises(W2SError) as err:
         files_task(label_column="gold").load("train")
     message = str(err.value)
-    assert message.startswith("task.options.label_column:") and "['gold'] not found" in message and "\n" not in message
-    assert "train.jsonl" in message and "set label_column" in message
+    assert "train.jsonl: label column 'gold' not found" in message and "\n" not in message
+    assert "set task.options.label_column" in message
 
 
 def test_label_value_outside_mapping_is_one_line():
     with pytest.raises(W2SError) as err:
         files_task(label_map={"entailment": 1}).load("train")
     message = str(err.value)
-    assert "train.jsonl row 1: label 'contradiction' is not in task.options.label_map (keys: entailment)" in message
+    assert "train.jsonl line 1: label 'contradiction' is not a label (valid: entailment)" in message
+    assert "add it to task.options.label_map" in message
     assert "\n" not in message
 
 
 def test_raw_labels_must_be_indexes_without_a_mapping(tmp_path):
     (tmp_path / "t.csv").write_text("text,label\nhello,0\nbye,2\n")
     task = make_task("files", {"train": "t.csv", "test": "t.csv", "text_columns": ["text"], "label_words": ["a", "b"]}, tmp_path, "task")
-    with pytest.raises(W2SError, match=r"t\.csv row 2: label 2 is not an index 0\.\.1; add task.options.label_map"):
+    with pytest.raises(W2SError, match=r"t\.csv line 3: label '2' is not a label \(valid: 0, 1\); add task.options.label_map"):
         task.load("test")
 
 
@@ -121,3 +122,16 @@ def test_bad_options_are_one_line(changes, message):
 def test_missing_file_names_it():
     with pytest.raises(W2SError, match=r"data file .*nope\.jsonl not found"):
         files_task(test="nope.jsonl").load("test")
+
+
+def test_a_text_column_named_text_renders(tmp_path):
+    """IMDB names its column `text`: the meta holds `text` too, and render used to pass it twice (TypeError)."""
+    (tmp_path / "t.csv").write_text("text,label\na fine film,1\na dull film,0\n")
+    options = {"train": "t.csv", "test": "t.csv", "text_columns": ["text"], "label_words": ["neg", "pos"], "template": "Review: {text}\nAnswer:"}
+    task = make_task("files", options, tmp_path, "task")
+    first = task.load("train")[0]
+    assert first.meta == {"text": "a fine film"}
+    assert task.render(first) == "Review: a fine film\nAnswer:"
+    two = make_task("files", {**options, "text_columns": ["title", "text"], "template": "{title}: {text}"}, tmp_path, "task")
+    (tmp_path / "t.csv").write_text("title,text,label\nT,body,1\n")
+    assert two.render(two.load("train")[0]) == "T: body"  # a column named text wins over the joined columns

@@ -33,7 +33,7 @@ def test_missing_dev_file_and_bad_answer_are_one_line(tmp_path):
     task = make_task("boolq", {}, tmp_path, "task")
     with pytest.raises(W2SError, match=r"dev\.jsonl not found \(nor val\.jsonl\)"):
         task.load("test")
-    with pytest.raises(W2SError, match=r"train\.jsonl row 1: answer 'maybe' is not true/false"):
+    with pytest.raises(W2SError, match=r"train\.jsonl line 1: answer 'maybe' is not a label; use true/false"):
         task.load("train")
 
 

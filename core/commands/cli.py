@@ -30,6 +30,11 @@ def executor_flags(f):
     return click.option("--executor", help="local (default), processes, ray, or an executor plugin.")(f)
 
 
+def one_line(message: str) -> str:
+    """An error message as one line: any line break a file name or value brought in is shown escaped."""
+    return "".join(ch if ch == " " or ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 def user_errors(f):
     """Print a W2SError as one line (exit 1); Ctrl-C as one line (exit 130); never a traceback."""
 
@@ -38,7 +43,7 @@ def user_errors(f):
         try:
             return f(*args, **kwargs)
         except W2SError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(str(exc))) from None
         except KeyboardInterrupt:
             click.echo("\nw2s: interrupted; finished stages are kept, rerun the same command to resume", err=True)
             sys.exit(130)

@@ -6,7 +6,7 @@ import copy
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -18,7 +18,7 @@ from .evals import build_evals
 
 class StudyHeader(Options):
     name: str = Field(min_length=1)
-    seeds: list[int] = [0]
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(default=[0], min_length=1)
     notes: str = ""
     chain_transfer: Literal["fresh", "same"] = "fresh"  # chains: a fresh transfer split per step, or one shared split
     baseline: Literal["none", "auto", "linear_probe", "prompt"] = "none"  # the strong model before fine-tuning
@@ -161,7 +161,14 @@ def load_study(path: str | Path, overrides: list[str] = (), limit: int | None = 
     path = Path(path)
     if not path.is_file():
         raise W2SError(f"{path}: study file not found; pass the path of a .toml file, e.g. studies/quickstart.toml")
-    return parse_study(path.read_text(encoding="utf-8"), path, overrides, limit)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise W2SError(f"{path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); a study file is UTF-8 TOML, "
+                       "e.g. studies/quickstart.toml") from None
+    return parse_study(text, path, overrides, limit)
 
 
 def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None) -> Study:
@@ -169,6 +176,8 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise W2SError(f"invalid TOML: {exc}; fix the syntax at that line") from None
+    except RecursionError:
+        raise W2SError("invalid TOML: arrays or tables nested too deeply; flatten them") from None
     raw = _apply_overrides(raw, overrides)
     try:
         spec = StudySpec(**raw)
