@@ -55,6 +55,14 @@ def bootstrap_pgr(weak_correct, student_correct, ceiling_correct, seed: int = 0,
     return float(low), float(high)
 
 
+def bootstrap_gap(weak_correct, ceiling_correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
+    """95% paired percentile CI of the gap acc(ceiling) - acc(weak), resampling test examples."""
+    w, c = (np.asarray(x, dtype=float) for x in (weak_correct, ceiling_correct))
+    idx = np.random.default_rng(seed).integers(0, len(w), size=(n_boot, len(w)))
+    low, high = np.percentile(c[idx].mean(1) - w[idx].mean(1), [2.5, 97.5])
+    return float(low), float(high)
+
+
 def bootstrap_accuracy(correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
     """95% percentile CI of an accuracy over test examples."""
     c = np.asarray(correct, dtype=float)
@@ -91,11 +99,32 @@ def mean_ci(values) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def pgr_flags(weak_acc: float, ceiling_acc: float, baseline_acc: float | None = None) -> list[str]:
+def pgr_flags(weak_acc: float, ceiling_acc: float, baseline_acc: float | None = None, gap_ci: tuple[float, float] | None = None) -> list[str]:
     """Reasons PGR is undefined or meaningless for this pair; empty when it is fine."""
     flags = []
     if ceiling_acc <= weak_acc:
         flags.append("ceiling<=weak: the strong ceiling does not beat the weak supervisor, so PGR is undefined")
+    elif gap_ci is not None and gap_ci[0] <= 0:
+        flags.append(f"gap-noise: ceiling - weak = {ceiling_acc - weak_acc:.3f}, 95% CI [{gap_ci[0]:.3f}, {gap_ci[1]:.3f}] includes 0, "
+                     "so PGR divides by noise")
     if baseline_acc is not None and baseline_acc >= weak_acc:
         flags.append("degenerate: the strong model before training already matches or beats the weak supervisor")
+    return flags
+
+
+def prediction_flags(preds: dict[str, np.ndarray], labels: np.ndarray, acc_ci: dict[str, tuple[float, float]]) -> list[str]:
+    """Models whose test predictions are one class, and a student or ceiling within noise of the majority-class rate."""
+    labels = np.asarray(labels)
+    if not len(labels):
+        return []
+    classes, counts = np.unique(labels, return_counts=True)
+    majority, rate = classes[counts.argmax()], float(counts.max() / len(labels))
+    flags = []
+    for name, pred in preds.items():
+        if len(np.unique(pred)) == 1:
+            flags.append(f"single-class: the {name} predicts class {int(pred[0])} for all {len(pred)} test examples; its accuracy "
+                         f"is the share of that class, and PGR rests on it")
+        elif name in ("student", "ceiling") and acc_ci[name][0] <= rate <= acc_ci[name][1]:
+            flags.append(f"near-majority: the {name}'s test accuracy (95% CI [{acc_ci[name][0]:.3f}, {acc_ci[name][1]:.3f}]) is within noise "
+                         f"of always answering class {int(majority)} ({rate:.3f}), and PGR rests on it")
     return flags

@@ -86,7 +86,8 @@ def test_evaluate_pair_flags_degenerate_and_ceiling_from_constructed_predictions
     assert result.metrics[("test", "weak_acc")] == pytest.approx(0.70)
     assert result.metrics[("test", "baseline_acc")] == pytest.approx(0.80)
     assert result.metrics[("test", "pgr")] is None  # undefined: ceiling <= weak
-    assert [f.split(":")[0] for f in result.output["flags"]] == ["ceiling<=weak", "degenerate"]
+    # and the ceiling's 0.65 (95% CI reaching 0.5) is within noise of always answering one class
+    assert [f.split(":")[0] for f in result.output["flags"]] == ["ceiling<=weak", "degenerate", "near-majority"]
     # a sound pair: ceiling 18/20, baseline 12/20 -> PGR (0.75 - 0.70) / (0.90 - 0.70) = 0.25, no flags
     store_predictions(store, "ceiling2", [i < 18 for i in range(n)], "ceiling_test", study_id)
     store_predictions(store, "baseline2", [i < 12 for i in range(n)], "baseline_test", study_id)
@@ -101,7 +102,7 @@ def test_evaluate_pair_flags_degenerate_and_ceiling_from_constructed_predictions
     store_stage(store, study_id, "eval2", {"kind": "evaluate", "role": "evaluate"}, sound)
     store.link_stage(study_id, "eval2", "evaluate", {"task": "t", "weak": "w", "strong": "s2", "loss": "xent", "seed": 0})
     flags = [line for line in results_table(store, study_id).splitlines() if line.startswith("FLAG")]
-    assert [f.split(":")[0] for f in flags] == ["FLAG (w -> s)", "FLAG (w -> s)"]
+    assert [f.split(":")[0] for f in flags] == ["FLAG (w -> s)"] * 3
 
 
 # -- grids --------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ class Protocol:
 
     def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict,
                        role: str = "evaluate", baseline_test: Stage | None = None) -> Stage:
-        keyed = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key, "v": 1}
+        keyed = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key, "v": 2}  # v2: gap CI, one-class and majority flags
         if baseline_test is not None:
             keyed["baseline"] = baseline_test.key
         sources = {name: keyed[name] for name in ("weak", "student", "ceiling", "baseline") if name in keyed}

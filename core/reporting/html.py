@@ -12,7 +12,7 @@ from tabulate import tabulate
 from ..storing.queries import stage_rows
 from ..storing.store import Store
 from . import plots
-from .tables import accuracy_rows, ci, fmt, results, results_table
+from .tables import accuracy_rows, ci, fmt, pgr_cell, results, results_table
 
 STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -96,7 +96,7 @@ def accuracy_table(store: Store, study_id: str) -> str:
 
 def pgr_table(res: list[dict]) -> str:
     rows = [[r["seed"], r["weak"], r["strong"], r["loss"], fmt(r["weak_acc"]), fmt(r["student_acc"]), fmt(r["ceiling_acc"]),
-             fmt(r["pgr"], 2), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), fmt(r["agreement"])] for r in res]
+             pgr_cell(r), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), fmt(r["agreement"])] for r in res]
     headers = ["seed", "weak", "strong", "loss", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "agreement"]
     return tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True)
 
@@ -109,8 +109,8 @@ def stages_table(store: Store, study_id: str) -> str:
 
 
 def chain_table(rows: list[dict]) -> str:
-    table = [[r["loss"], r["position"], r["model"], r["kind"], fmt(r["accuracy"]), ci(r.get("low"), r.get("high")), fmt(r.get("pgr"), 2)]
-             for r in rows]
+    table = [[r["loss"], r["position"], r["model"], r["kind"], fmt(r["accuracy"]), ci(r.get("low"), r.get("high")),
+              f"({fmt(r.get('pgr'), 2)})!" if r.get("flagged") else fmt(r.get("pgr"), 2)] for r in rows]
     return tabulate(table, headers=["loss", "step", "model", "row", "test acc", "95% CI", "PGR"], tablefmt="html", disable_numparse=True)
 
 

@@ -25,14 +25,15 @@ def evaluate_rows(store: Store, study_id: str, roles=("evaluate",)) -> list[dict
     """One row per evaluate stage of the study: labels plus every test metric (accuracies, CIs, PGR)."""
     marks = ",".join("?" * len(roles))
     links = store.db.query(
-        f"SELECT DISTINCT ss.stage_key, ss.role, ss.task, ss.weak, ss.strong, ss.loss, ss.seed FROM study_stages ss "
+        f"SELECT DISTINCT ss.stage_key, ss.role, ss.task, ss.weak, ss.strong, ss.loss, ss.seed, "
+        f"json_array_length(json_extract(st.output_json, '$.flags')) > 0 AS flagged FROM study_stages ss "
         f"JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ? AND ss.role IN ({marks}) AND st.status = 'done'",
         [study_id, *roles],
     )
     rows = []
     for link in links:
         metrics = {m["name"]: m["value"] for m in store.db.query("SELECT name, value FROM metrics WHERE stage_key = ?", [link["stage_key"]])}
-        rows.append({**link, **metrics})
+        rows.append({**link, "flagged": bool(link["flagged"]), **metrics})
     return rows
 
 
@@ -48,7 +49,7 @@ def accuracy_panels(rows: list[dict]) -> list[dict]:
         for loss in losses:
             of_loss = [r for r in group if r["loss"] == loss]
             bar = _bar(f"student\n{loss}", "student", of_loss, "student_acc")
-            bar.update(zip(("pgr", "pgr_low", "pgr_high"), mean_ci(of_loss, "pgr")))
+            bar.update(zip(("pgr", "pgr_low", "pgr_high"), mean_ci(of_loss, "pgr")), flagged=any(r.get("flagged") for r in of_loss))
             bars.append(bar)
         if any(r.get("baseline_acc") is not None for r in group):
             bars.append(_bar("strong\npretrained", "baseline", group, "baseline_acc"))
@@ -118,7 +119,7 @@ def grid_rows(store: Store, study_id: str) -> list[dict]:
         grouped.setdefault((r["weak"], r["strong"], r["loss"]), []).append(r)
     return [
         {"weak": w, "strong": s, "loss": loss, **dict(zip(("pgr", "pgr_ci_low", "pgr_ci_high", "seeds"), mean_ci(g, "pgr"))),
-         "ceiling_acc": _stat(g, "ceiling_acc"), **sizes.get(s, {})}
+         "ceiling_acc": _stat(g, "ceiling_acc"), "flagged": any(r.get("flagged") for r in g), **sizes.get(s, {})}
         for (w, s, loss), g in sorted(grouped.items(), key=lambda kv: tuple(map(str, kv[0])))
     ]
 
@@ -156,11 +157,11 @@ def chain_rows(store: Store, study_id: str) -> list[dict]:
         for i, model in enumerate(order[1:], 1):
             step = [r for r in of_loss if r["strong"] == model]
             out.append({"loss": loss, "position": i, "model": model, "kind": "chain student", **_acc(step, "student_acc"),
-                        "pgr": _stat(step, "pgr"), "ceiling": _stat(step, "ceiling_acc")})
+                        "pgr": _stat(step, "pgr"), "ceiling": _stat(step, "ceiling_acc"), "flagged": any(r.get("flagged") for r in step)})
         last = [r for r in direct if r["loss"] == loss]
         if last:
             out.append({"loss": loss, "position": len(order) - 1, "model": order[-1], "kind": "direct M1 -> Mn",
-                        **_acc(last, "student_acc"), "pgr": _stat(last, "pgr")})
+                        **_acc(last, "student_acc"), "pgr": _stat(last, "pgr"), "flagged": any(r.get("flagged") for r in last)})
     return out
 
 
@@ -212,6 +213,8 @@ def _accuracy_panel(ax, panel: dict) -> None:
 def _pgr_label(bar: dict) -> str:
     if bar.get("pgr") is None:
         return "PGR n/a"
+    if bar.get("flagged"):  # a flagged PGR is never drawn as a clean number
+        return f"PGR ({bar['pgr']:.2f})!\nflagged"
     ci = f"\n[{bar['pgr_low']:.2f}, {bar['pgr_high']:.2f}]" if bar.get("pgr_low") is not None and bar.get("pgr_high") is not None else ""
     return f"PGR {bar['pgr']:.2f}{ci}"
 
@@ -273,7 +276,12 @@ def grid_figure(rows: list[dict], path: Path) -> Path:
         ys = [r["pgr"] for r in line]
         err = [[max(y - (r.get("pgr_ci_low") if r.get("pgr_ci_low") is not None else y), 0) for y, r in zip(ys, line)],
                [max((r.get("pgr_ci_high") if r.get("pgr_ci_high") is not None else y) - y, 0) for y, r in zip(ys, line)]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"weak {weak}, {loss}")
+        handle = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"weak {weak}, {loss}")
+        hollow = [(x, y) for x, y, r in zip(xs, ys, line) if r.get("flagged")]
+        if hollow:  # flagged PGRs drawn apart: hollow markers over the filled ones
+            ax.plot(*zip(*hollow), "o", mfc="white", mec=handle[0].get_color(), ms=9, mew=1.5, linestyle="none")
+    if any(r.get("flagged") for r in rows if r.get("pgr") is not None):
+        ax.plot([], [], "o", mfc="white", mec="black", linestyle="none", label="hollow: flagged (PGR means little)")
     if sized:
         ax.set_xscale("log")
         ax.set_xlabel(f"strong model size ({unit})")
@@ -301,13 +309,14 @@ def chain_figure(rows: list[dict], path: Path) -> Path:
         handle = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"chain ({loss})")
         for r in chain:
             if r.get("pgr") is not None:
-                ax.annotate(f"PGR {r['pgr']:.2f}", (r["position"], r["accuracy"]), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
+                text = f"PGR ({r['pgr']:.2f})! flagged" if r.get("flagged") else f"PGR {r['pgr']:.2f}"
+                ax.annotate(text, (r["position"], r["accuracy"]), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
         for r in (r for r in rows if r["loss"] == loss and r["kind"] == "direct M1 -> Mn"):
             x = r["position"] + 0.15  # beside the last chain step, not on top of it
             ax.errorbar([x], [r["accuracy"]], yerr=_errors([r]), marker="s", capsize=3, color=handle[0].get_color(),
                         mfc="white", linestyle="none", label=f"direct M1 -> Mn ({loss})")
             if r.get("pgr") is not None:
-                ax.annotate(f"direct\nPGR {r['pgr']:.2f}", (x, r["accuracy"]), textcoords="offset points",
+                ax.annotate(f"direct\nPGR {r['pgr']:.2f}" + (" (flagged)" if r.get("flagged") else ""), (x, r["accuracy"]), textcoords="offset points",
                             xytext=(6, 0), ha="left", va="center", fontsize=7)
     ceilings = {r["position"]: r["ceiling"] for r in rows if r.get("ceiling") is not None}
     if ceilings:

@@ -26,6 +26,15 @@ def ci(low, high, digits: int = 3) -> str:
     return f"[{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def flagged(row: dict) -> bool:
+    return bool(json.loads(row.get("flags") or "[]"))
+
+
+def pgr_cell(row: dict) -> str:
+    """PGR as a number, or in parentheses with a `!` when a FLAG says it means little."""
+    return f"({fmt(row['pgr'], 2)})!" if flagged(row) else fmt(row["pgr"], 2)
+
+
 def results(store: Store, study_id: str) -> list[dict]:
     return list(store.db.query("SELECT * FROM results WHERE study_id = ? ORDER BY task, weak, strong, seed, loss", [study_id]))
 
@@ -67,7 +76,7 @@ def results_table(store: Store, study_id: str) -> str:
     pgr_table = tabulate(
         [
             [r["seed"], r["weak"], r["strong"], r["loss"], fmt(r["weak_acc"]), fmt(r["student_acc"]), fmt(r["ceiling_acc"]),
-             fmt(r["pgr"], 2), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), fmt(r["agreement"])]
+             pgr_cell(r), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), fmt(r["agreement"])]
             for r in res
         ]
         + pgr_means(res),
@@ -81,6 +90,8 @@ def results_table(store: Store, study_id: str) -> str:
     chain_only = not res and bool(evaluations(store, study_id, "chain_step"))  # chains have their own table below
     lines = [acc_table] if chain_only else [acc_table, "", pgr_table]
     lines += flag_lines
+    if flag_lines:
+        lines.append("(PGR)!: flagged above; not a clean result.")
     lines.append("PGR = (student - weak) / (ceiling - weak); CI: paired bootstrap over test examples (1000 resamples).")
     if len({r["seed"] for r in res}) > 1:
         lines.append("mean rows: mean over seeds, with a t-based 95% CI across seeds.")
@@ -120,7 +131,8 @@ def pgr_means(res: list[dict]) -> list[list]:
         if len(rows) > 1:
             m, low, high = mean_ci([r["pgr"] for r in rows])
             accs = [fmt(mean_ci([r[k] for r in rows])[0]) for k in ("weak_acc", "student_acc", "ceiling_acc")]
-            out.append(["mean", weak, strong, loss, *accs, fmt(m, 2), ci(low, high, 2) + " (seeds)", fmt(mean_ci([r["agreement"] for r in rows])[0])])
+            cell = f"({fmt(m, 2)})!" if any(flagged(r) for r in rows) else fmt(m, 2)
+            out.append(["mean", weak, strong, loss, *accs, cell, ci(low, high, 2) + " (seeds)", fmt(mean_ci([r["agreement"] for r in rows])[0])])
     return out
 
 

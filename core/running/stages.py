@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from ..api import Example, Task, Validation, fingerprint, has_own_choices
-from ..metrics import agreement, bootstrap_accuracy, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags
+from ..metrics import (agreement, bootstrap_accuracy, bootstrap_gap, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags,
+                       prediction_flags)
 from ..prompting import fewshot_prefix, softmax_rows
 from .rebuild import keep, loaded, loss_from, model_from, save_checkpoint, task_from
 from .work import Event, Outcome, StageResult, Work, WorkerContext, worker_identity
@@ -86,7 +87,7 @@ def run_predict(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
 
 
 def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
-    """PGR with a paired bootstrap CI over test examples, agreement and sanity flags."""
+    """PGR with a paired bootstrap CI over test examples, the gap's CI, agreement and sanity flags."""
     seed = spec["seed"]
     preds = {name: inputs[name] for name in ("weak", "student", "ceiling", "baseline") if name in inputs}
     ids = sorted(preds["weak"])
@@ -94,15 +95,21 @@ def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     pred = {name: np.array([rows[i]["pred"] for i in ids]) for name, rows in preds.items()}
     correct = {name: (pred[name] == labels) for name in pred}
     acc = {name: float(correct[name].mean()) for name in correct}
+    acc_ci = {name: bootstrap_accuracy(correct[name], seed=seed) for name in acc}
     metrics = {("test", f"{name}_acc"): acc[name] for name in acc}
     for name in acc:
-        metrics[("test", f"{name}_acc_ci_low")], metrics[("test", f"{name}_acc_ci_high")] = bootstrap_accuracy(correct[name], seed=seed)
+        metrics[("test", f"{name}_acc_ci_low")], metrics[("test", f"{name}_acc_ci_high")] = acc_ci[name]
     metrics[("test", "pgr")] = pgr(acc["weak"], acc["student"], acc["ceiling"])
     metrics[("test", "pgr_ci_low")], metrics[("test", "pgr_ci_high")] = bootstrap_pgr(correct["weak"], correct["student"], correct["ceiling"], seed=seed)
+    gap_ci = bootstrap_gap(correct["weak"], correct["ceiling"], seed=seed)
+    metrics[("test", "gap")], (metrics[("test", "gap_ci_low")], metrics[("test", "gap_ci_high")]) = acc["ceiling"] - acc["weak"], gap_ci
     metrics[("test", "n_test")] = float(len(ids))
     metrics.update({("test", k): v for k, v in agreement(pred["student"], pred["weak"], labels).items()})
     metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
-    return StageResult(metrics=metrics, output={"flags": pgr_flags(acc["weak"], acc["ceiling"], acc.get("baseline"))})
+    flags = pgr_flags(acc["weak"], acc["ceiling"], acc.get("baseline"), gap_ci)
+    if len({len(rows[i]["probs"]) for rows in preds.values() for i in ids}) == 1:  # one label space (not per-example choices)
+        flags += prediction_flags(pred, labels, acc_ci)
+    return StageResult(metrics=metrics, output={"flags": flags})
 
 
 def run_eval(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
