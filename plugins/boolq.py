@@ -12,6 +12,8 @@ Local (`data_dir` or W2S_DATA_DIR), either layout is accepted:
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from w2s.api import Example, Options, Task, W2SError
 from w2s.data import hub_dataset, read_table, require_columns
 from w2s.hookspecs import hookimpl
@@ -42,6 +44,13 @@ class BoolQTask(Task):
 
     class Options(Options):
         revision: str = "main"
+        question_first: bool = Field(default=False, description="put the question before the passage: a long passage cut "
+                                     "at max_length then loses its end, not the question (hf truncation = 'right')")
+
+    def __init__(self, options=None, data_dir=None):
+        super().__init__(options, data_dir)
+        if self.options.question_first:
+            self.prompt_template = "Question: {question}?\nPassage: {passage}\nAnswer:"
 
     def rows(self, split: str):
         if split not in ("train", "test"):
@@ -66,7 +75,8 @@ class BoolQTask(Task):
         out = []
         for i, r in enumerate(rows):
             question, passage = str(r["question"]).strip().rstrip("?"), str(r["passage"]).strip()
-            out.append(Example(id=f"{split}-{i}", text=f"{passage}\n{question}?", label=truth(r[answer], where, i),
+            text = f"{question}?\n{passage}" if self.options.question_first else f"{passage}\n{question}?"
+            out.append(Example(id=f"{split}-{i}", text=text, label=truth(r[answer], where, i),
                                meta={"question": question, "passage": passage}))
         return out
 

@@ -16,7 +16,7 @@ from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
-from w2s_plugins.hf_loading import load_pretrained
+from w2s_plugins.hf_loading import load_pretrained, report_truncation
 
 
 def package_dir(package: str) -> Path | None:
@@ -83,7 +83,7 @@ class HFTrained(Trained):
         self.owner = owner
 
     def predict(self, examples, task, ctx=None):
-        encoded = self.owner.encode(self.tokenizer, examples, task)
+        encoded = self.owner.encode(self.tokenizer, examples, task, ctx)
         return predict_module(self.module, encoded, self.owner.train, self.owner.collate(self.tokenizer), self.owner.device)
 
     def save(self, path: Path):
@@ -118,6 +118,9 @@ class HFModel(Model):
         pooling: Literal["auto", "mean", "cls", "last"] = "auto"
         num_layers: int | None = Field(default=None, ge=1, description="keep only the first k transformer layers")
         max_length: int = Field(default=128, ge=8)
+        truncation: Literal["auto", "left", "right"] = Field(
+            default="auto", description="which end of a long input is cut: right keeps the start, left keeps the end "
+            "(e.g. a question after a passage); auto: right for a classifier head, left for head = lm")
         device: str = "auto"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         head: Literal["classifier", "lm"] = Field(
@@ -153,8 +156,17 @@ class HFModel(Model):
         module = pooled_classifier_class()(backbone, num_labels, self.pooling_for(backbone)).to(self.device)
         return tokenizer, module
 
-    def encode(self, tokenizer, examples, task) -> list[dict]:
+    def truncation_side(self) -> str:
+        """The `truncation` option resolved: auto cuts a classifier's input on the right and an LM's prompt on the left."""
+        if self.options.truncation != "auto":
+            return self.options.truncation
+        return "left" if self.options.head == "lm" else "right"
+
+    def encode(self, tokenizer, examples, task, ctx=None) -> list[dict]:
+        """Token ids of the rendered examples, cut to max_length; with `ctx`, the truncated share is recorded."""
         texts = [task.render(e) for e in examples]
+        tokenizer.truncation_side = self.truncation_side()
+        report_truncation(ctx, tokenizer, texts, self.options.max_length, tokenizer.truncation_side)
         enc = tokenizer(texts, truncation=True, max_length=self.options.max_length)
         return [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
 
@@ -190,7 +202,7 @@ class HFModel(Model):
             return fit_probe(self, examples, soft_targets, loss, task, ctx)
         seed_everything(ctx.seed)
         tokenizer, module = self.build(task.num_labels)
-        encoded = self.encode(tokenizer, examples, task)
+        encoded = self.encode(tokenizer, examples, task, ctx)
         evaluate, every = self.validation_accuracy(module, tokenizer, task, ctx)
         fit_module(module, encoded, np.asarray(soft_targets), loss, self.train, self.collate(tokenizer), ctx, self.device,
                    desc=f"fit {self.label}", evaluate=evaluate, eval_every=every)

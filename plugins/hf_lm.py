@@ -16,13 +16,13 @@ import numpy as np
 
 from w2s.api import Trained, W2SError, has_own_choices
 from w2s.train import fit_module, length_buckets, seed_everything
-from w2s_plugins.hf_loading import load_pretrained
+from w2s_plugins.hf_loading import load_pretrained, report_truncation
 
 
 def load_causal_lm(model, path: str | None = None, gguf_file: str | None = None):
     """Tokenizer and AutoModelForCausalLM for an hf model's options (or a saved folder)."""
     tokenizer, lm = load_pretrained(model.options, "AutoModelForCausalLM", path, gguf_file, 'head = "lm" needs a causal LM')
-    tokenizer.truncation_side = "left"  # keep the end of a long prompt: the question and "Answer:"
+    tokenizer.truncation_side = model.truncation_side()  # auto: left, keeping the end of a long prompt (the question, "Answer:")
     return tokenizer, lm.to(model.device)
 
 
@@ -123,7 +123,7 @@ class LMTrained(Trained):
             from w2s_plugins.lm_choices import predict_choices
 
             return predict_choices(self, examples, task, ctx)
-        scores = self.score_many([task.render(e) for e in examples], [task.label_words] * len(examples))
+        scores = self.score_many([task.render(e) for e in examples], [task.label_words] * len(examples), ctx)
         return np.stack([softmax(s) for s in scores]) if scores else np.zeros((0, task.num_labels))
 
     def score(self, prompt: str, choices) -> np.ndarray:
@@ -142,7 +142,7 @@ class LMTrained(Trained):
         with torch.inference_mode():
             for group_choices, idx in groups.items():
                 ids = choice_token_ids(self.tokenizer, group_choices)
-                encoded = self.encode([prompts[i] for i in idx], max(len(c) for c in ids))
+                encoded = self.encode([prompts[i] for i in idx], max(len(c) for c in ids), ctx)
                 shared, encoded = split_shared_prefix(encoded)
                 prefix = prefix_cache(self.lm, shared, self.owner.device) if shared else None
                 for batch in length_buckets([len(e["input_ids"]) for e in encoded], self.owner.train.eval_batch_size,
@@ -153,9 +153,11 @@ class LMTrained(Trained):
                         out[idx[b]] = row.astype(float)
         return out
 
-    def encode(self, prompts: list[str], room: int = 1) -> list[dict]:
-        """Tokenized prompts, truncated from the left to leave room for the longest choice."""
-        enc = self.tokenizer(prompts, truncation=True, max_length=self.owner.options.max_length - room)
+    def encode(self, prompts: list[str], room: int = 1, ctx=None) -> list[dict]:
+        """Tokenized prompts, truncated (from the left by default) to leave room for the longest choice."""
+        limit = self.owner.options.max_length - room
+        report_truncation(ctx, self.tokenizer, prompts, limit, self.tokenizer.truncation_side)
+        enc = self.tokenizer(prompts, truncation=True, max_length=limit)
         return [{"input_ids": i, "attention_mask": m} for i, m in zip(enc["input_ids"], enc["attention_mask"])]
 
     def save(self, path: Path):
@@ -220,7 +222,7 @@ def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     trained = pretrained_lm(model)
     ids = choice_token_ids(trained.tokenizer, task.label_words)
     head = label_word_head_class()(trained.lm, ids)
-    encoded = trained.encode([task.render(e) for e in examples], max(len(c) for c in ids))
+    encoded = trained.encode([task.render(e) for e in examples], max(len(c) for c in ids), ctx)
     collate = lambda batch: trained.tokenizer.pad(batch, return_tensors="pt")  # noqa: E731
     validation = ctx.validation  # oracle GT early stopping (study: gt_early_stopping)
     evaluate = (lambda: float((trained.predict(validation.examples, task).argmax(1) == validation.labels).mean())) if validation else None

@@ -1,4 +1,5 @@
-"""Loading a Hugging Face model for the hf plugin: config (truncated), tokenizer with a pad token, weights."""
+"""Loading a Hugging Face model for the hf plugin: config (truncated), tokenizer with a pad token, weights;
+and counting the inputs that tokenization truncates."""
 
 from __future__ import annotations
 
@@ -36,3 +37,22 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
     return tokenizer, model
+
+
+TRUNCATION_WARN = 0.10  # above this share of truncated inputs a stage prints a warning
+
+
+def report_truncation(ctx, tokenizer, texts: list[str], limit: int, side: str) -> None:
+    """Record the share of `texts` longer than `limit` tokens (metric `truncated_share`); warn above 10%."""
+    if ctx is None or not texts:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+    cut = sum(n > limit for n in lengths)
+    split = ctx.split or "train"  # fit stages have no split: their inputs are the train split
+    ctx.log_metric(split, "truncated_share", cut / len(texts))
+    ctx.log_metric(split, "truncated", cut)
+    if cut / len(texts) > TRUNCATION_WARN:
+        keep = "end" if side == "left" else "start"
+        ctx.echo(f"warning: {cut / len(texts):.0%} of {len(texts)} {split} inputs are longer than {limit} tokens and lose their "
+                 f"{'start' if keep == 'end' else 'end'} (truncation = {side!r}); raise options.max_length, or set "
+                 f"options.truncation = {'right' if side == 'left' else 'left'!r} if the {'start' if keep == 'end' else 'end'} matters more")

@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from w2s.api import Trained, W2SError, fingerprint
 from w2s.train import fit_module, predict_module, seed_everything
+from w2s_plugins.hf_loading import report_truncation
 
 FEATURE_FIELDS = ("path", "gguf_file", "revision", "pooling", "num_layers", "max_length", "dtype")
 
@@ -24,7 +25,10 @@ FEATURE_FIELDS = ("path", "gguf_file", "revision", "pooling", "num_layers", "max
 def feature_spec(model) -> dict:
     """What determines a model's frozen features (not the device, not the training options)."""
     options = model.options.model_dump(mode="json")
-    return {"model": model.name, "version": model.version, **{k: options.get(k) for k in FEATURE_FIELDS}}
+    spec = {"model": model.name, "version": model.version, **{k: options.get(k) for k in FEATURE_FIELDS}}
+    if model.truncation_side() != "right":  # features of inputs cut on the left differ (the default keeps older caches)
+        spec["truncation"] = model.truncation_side()
+    return spec
 
 
 class FeatureCache:
@@ -34,6 +38,7 @@ class FeatureCache:
         self.model = model
         self.folder = Path(root) / "features" / fingerprint(feature_spec(model))
         self.encoder_examples = 0  # how many examples this cache sent through the encoder
+        self.tokenizer = None  # loaded to count truncated inputs
 
     def example_keys(self, examples, task) -> list[str]:
         return [fingerprint([e.id, task.render(e)]) for e in examples]
@@ -47,8 +52,10 @@ class FeatureCache:
                 out.update(zip(data["keys"].tolist(), data["features"]))
         return out
 
-    def features(self, examples, task) -> np.ndarray:
-        """(n, hidden) features of `examples`, running the encoder only on uncached ones."""
+    def features(self, examples, task, ctx=None) -> np.ndarray:
+        """(n, hidden) features of `examples`, running the encoder only on uncached ones; with `ctx`, the truncated share."""
+        if ctx is not None:
+            self.report_truncation(examples, task, ctx)
         keys = self.example_keys(examples, task)
         known = self.stored()
         if any(k not in known for k in keys):
@@ -64,6 +71,17 @@ class FeatureCache:
                     self.write([keys[i] for i in missing], computed)
                     known.update(zip((keys[i] for i in missing), computed))
         return np.stack([known[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 0), np.float32)
+
+    def report_truncation(self, examples, task, ctx) -> None:
+        """The truncated share of `examples`, from the tokenizer alone (cached features never see one)."""
+        from transformers import AutoTokenizer
+
+        if self.tokenizer is None:
+            o = self.model.options
+            self.tokenizer = AutoTokenizer.from_pretrained(o.path, **({"revision": o.revision} if o.revision else {}),
+                                                           **({"gguf_file": o.gguf_file} if o.gguf_file else {}))
+        self.tokenizer.truncation_side = self.model.truncation_side()
+        report_truncation(ctx, self.tokenizer, [task.render(e) for e in examples], self.model.options.max_length, self.tokenizer.truncation_side)
 
     def write(self, keys: list[str], features: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -132,7 +150,7 @@ class ProbeTrained(Trained):
         self.head, self.cache, self.owner = head, cache, owner
 
     def predict(self, examples, task, ctx=None):
-        feats = self.cache.features(list(examples), task)
+        feats = self.cache.features(list(examples), task, ctx)
         return predict_module(self.head, rows(feats), self.owner.train, stack, self.owner.device)
 
     def save(self, path: Path):
@@ -151,7 +169,7 @@ class ProbeTrained(Trained):
 def fit_probe(model, examples, soft_targets, loss, task, ctx) -> ProbeTrained:
     """Train a linear head on cached frozen features (optionally with GT early stopping on ctx.validation)."""
     cache = FeatureCache(Path(ctx.artifact_dir).parent, model)
-    feats = cache.features(list(examples), task)
+    feats = cache.features(list(examples), task, ctx)
     seed_everything(ctx.seed)
     head = probe_head(feats.shape[1], task.num_labels).to(model.device)
     if model.train.mode == "logistic_regression":

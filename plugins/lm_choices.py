@@ -22,6 +22,7 @@ import numpy as np
 from w2s.api import W2SError
 from w2s.train import cosine_with_warmup, length_buckets, progress_disabled, seed_everything
 from w2s_plugins.hf_lm import LMTrained, choice_token_ids, pretrained_lm, softmax
+from w2s_plugins.hf_loading import report_truncation
 
 
 def choice_logprobs(lm, prompt_ids: list[int], choice_ids: list[list[int]], device):
@@ -47,10 +48,12 @@ def choice_logprobs(lm, prompt_ids: list[int], choice_ids: list[list[int]], devi
     return first + (rest * valid).sum(1)
 
 
-def encode_prompts(trained: LMTrained, examples, task) -> list[list[int]]:
-    """Prompt token ids, truncated from the left so the end of the prompt is kept."""
+def encode_prompts(trained: LMTrained, examples, task, ctx=None) -> list[list[int]]:
+    """Prompt token ids, truncated (from the left by default) so the end of the prompt is kept."""
     room = 8  # tokens left for the longest move
-    enc = trained.tokenizer([task.render(e) for e in examples], truncation=True, max_length=trained.owner.options.max_length - room)
+    prompts, limit = [task.render(e) for e in examples], trained.owner.options.max_length - room
+    report_truncation(ctx, trained.tokenizer, prompts, limit, trained.tokenizer.truncation_side)
+    enc = trained.tokenizer(prompts, truncation=True, max_length=limit)
     return enc["input_ids"]
 
 
@@ -58,7 +61,7 @@ def predict_choices(trained: LMTrained, examples, task, ctx=None) -> list[np.nda
     """Softmax over each example's own choices of their summed log-probabilities."""
     import torch
 
-    prompts = encode_prompts(trained, examples, task)
+    prompts = encode_prompts(trained, examples, task, ctx)
     trained.lm.eval()
     out = []
     items = list(zip(examples, prompts))
@@ -144,7 +147,7 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     seed_everything(ctx.seed)
     trained = pretrained_lm(model)
     lm, cfg, device = trained.lm, model.train, model.device
-    prompts = encode_prompts(trained, examples, task)
+    prompts = encode_prompts(trained, examples, task, ctx)
     choices = [choice_token_ids(trained.tokenizer, e.choices) for e in examples]
     targets = [torch.tensor(np.asarray(t, dtype=np.float32), device=device) for t in soft_targets]
     moves = weighted_moves(soft_targets)

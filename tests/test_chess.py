@@ -230,12 +230,19 @@ class RecordingCtx:
     """The stage context an LM fit needs: a seed, and curves kept for inspection."""
 
     seed = 0
+    split = None
 
     def __init__(self):
         self.curves = []
 
     def log_curve(self, step, name, value):
         self.curves.append((step, name, value))
+
+    def log_metric(self, split, name, value):
+        pass
+
+    def echo(self, message):
+        pass
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,10 @@ def test_eval_stages_table_prompts_and_cache(tmp_path, runner, tiny_gpt2):
     assert cm["shot_source"].startswith("unscored rows of the test file") and cm["k_shot"] == 2
     # the classifier-head weak model (bow) shares the 2-label space: scored, with the mapping stated
     assert rows[("ethics/justice", "test", "weak")]["mapping"] == "negative->unreasonable, positive->reasonable"
+    assert "trained on another task's labels" in rows[("ethics/justice", "test", "weak")]["warning"]
+    assert "warning: bow's classifier head was trained on another task's labels" in out  # said while it ran
+    assert "WARNING: classifier heads trained on another task's labels are read by label index (negative->unreasonable" in out
+    assert "warning" not in pre  # a prompted model answers the eval task's own question
     # never silent: missing Hard Test file and a different label space are stored as skipped rows
     assert "cm_test_hard.csv not found)" in rows[("ethics/commonsense", "test_hard", "strong_pretrained")]["skipped"]
     assert rows[("three-way", "test", "weak")]["skipped"] == "label spaces differ: sst2 has 2 labels, three-way has 3"

@@ -313,12 +313,18 @@ def test_logistic_regression_probe_matches_scikit_learn(k):
 
 class FakeContext:
     def __init__(self, folder: Path, seed: int = 0):
-        self.seed, self.stage_key, self.validation = seed, "probe", None
+        self.seed, self.stage_key, self.validation, self.split = seed, "probe", None, None
         self.artifact_dir = folder / "artifacts" / "probe"
         self.curves = []
 
     def log_curve(self, step, name, value):
         self.curves.append((step, name, value))
+
+    def log_metric(self, split, name, value):
+        pass
+
+    def echo(self, message):
+        pass
 
 
 @pytest.fixture

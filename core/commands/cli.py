@@ -165,10 +165,19 @@ def study_show(ref, db_path, as_json, as_toml):
     click.echo(f"study {info['name']} ({info['id']}), status {info['status']}, created {info['created']}")
     click.echo(spec_summary(info["spec"]) + "\n")
     table = [[s["kind"], s["role"], s["model"], s["loss"] or "", s["seed"], s["status"], f"{s['seconds'] or 0:.1f}s",
-              (s["error"] or "").splitlines()[0][:80] if s["error"] else ""] for s in info["stages"]]
-    click.echo(tabulate(table, headers=["kind", "role", "model", "loss", "seed", "status", "time", "error"]))
+              truncated_cell(s.get("truncated_share")), (s["error"] or "").splitlines()[0][:80] if s["error"] else ""] for s in info["stages"]]
+    click.echo(tabulate(table, headers=["kind", "role", "model", "loss", "seed", "status", "time", "truncated", "error"]))
+    if any((s.get("truncated_share") or 0) > 0.10 for s in info["stages"]):
+        click.echo("!: more than 10% of the stage's inputs were cut at max_length (hf options max_length, truncation)")
     click.echo("")
     click.echo(results_table(store, info["id"]))
+
+
+def truncated_cell(share) -> str:
+    """The share of a stage's inputs cut at max_length; `!` above 10%."""
+    if share is None:
+        return ""
+    return f"{share:.0%}" + ("!" if share > 0.10 else "")
 
 
 def spec_summary(spec: dict) -> str:

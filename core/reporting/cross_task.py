@@ -58,6 +58,9 @@ def eval_table(store, study_id: str) -> str:
         lines.append(row)
     table = tabulate(lines, headers=["seed", "model", "split", *evals, "average"], tablefmt="simple")
     foot = [f"[{i}] skipped: {reason}" for reason, i in notes.items()]
+    mappings = sorted({r["mapping"] for r in rows if r.get("warning") and r.get("mapping")})
+    foot += [f"WARNING: classifier heads trained on another task's labels are read by label index ({m}), not asked the eval task's question"
+             for m in mappings]
     title = "Cross-task evaluation (accuracy (n scored); average over the scored cells of the row, (scored/planned)):"
     return "\n".join([title, table, *foot])
 

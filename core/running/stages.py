@@ -132,8 +132,11 @@ def run_eval(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     else:
         prompts = [task.render(e) for e in scored]
         probs = np.asarray(trained.predict(scored, task, ctx), dtype=float)
-        output.update(scoring="classifier head, class i read as label i",
-                      mapping=", ".join(f"{a}->{b}" for a, b in zip(spec["own_label_words"], task.label_words)))
+        mapping = ", ".join(f"{a}->{b}" for a, b in zip(spec["own_label_words"], task.label_words))
+        warning = (f"{output['model']}'s classifier head was trained on another task's labels; it is read by label index ({mapping}), "
+                   "not asked this task's question")
+        ctx.echo(f"warning: {warning}")
+        output.update(scoring="classifier head, class i read as label i", mapping=mapping, warning=warning)
     labels = np.array([e.label for e in scored])
     metrics = {(split, k): v for k, v in classification_metrics(probs, labels).items()}
     rows = [{"stage_key": ctx.stage_key, "split": split, "example_id": e.id, "prompt": p} for e, p in zip(scored, prompts)]

@@ -78,7 +78,8 @@ def fts_query(text: str) -> str:
 def stage_rows(store: Store, study_id: str) -> list[dict]:
     return list(
         store.db.query(
-            "SELECT DISTINCT st.key, st.kind, st.role, st.model, st.loss, st.seed, st.status, st.seconds, st.error "
+            "SELECT DISTINCT st.key, st.kind, st.role, st.model, st.loss, st.seed, st.status, st.seconds, st.error, "
+            "(SELECT max(value) FROM metrics m WHERE m.stage_key = st.key AND m.name = 'truncated_share') AS truncated_share "
             "FROM study_stages ss JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ? ORDER BY st.created, st.key",
             [study_id],
         )
