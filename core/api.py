@@ -69,8 +69,7 @@ class Task:
 
     def __init__(self, options: dict | None = None, data_dir: str | Path | None = None):
         self.options = self.Options(**(options or {}))
-        env_dir = os.environ.get("W2S_DATA_DIR")
-        self.data_dir = Path(data_dir).expanduser() if data_dir else (Path(env_dir) if env_dir else None)
+        self.data_dir = Path(data_dir).expanduser() if data_dir else data_root_folder(self.name)
 
     def load(self, split: str) -> list[Example]:
         """Return the examples of `split` ("train" or "test"), in a stable order."""
@@ -101,6 +100,15 @@ class Task:
             "options": self.options.model_dump(mode="json"),
             "data_dir": str(self.data_dir) if self.data_dir else None,
         }
+
+
+def data_root_folder(task_name: str) -> Path | None:
+    """A task's folder under the W2S_DATA_DIR root (`$W2S_DATA_DIR/<task name>/`), or the root itself when it has none."""
+    root = os.environ.get("W2S_DATA_DIR")
+    if not root:
+        return None
+    folder = Path(root).expanduser() / task_name
+    return folder if folder.is_dir() else Path(root).expanduser()
 
 
 def has_own_choices(task: Task, examples: Sequence[Example]) -> bool:

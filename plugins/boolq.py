@@ -7,7 +7,8 @@ BoolQ's test labels are hidden, so "test" is the validation split, as in every p
 
 Local (`data_dir` or W2S_DATA_DIR), either layout is accepted:
 - the original release: `train.jsonl`, `dev.jsonl` with question, passage, answer (true/false);
-- SuperGLUE: `train.jsonl`, `val.jsonl` with question, passage, label (true/false or 1/0).
+- SuperGLUE: `train.jsonl`, `val.jsonl` with question, passage, label (true/false or 1/0);
+- the Hugging Face export (`google/boolq` saved with `to_json`): `train.jsonl`, `validation.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from w2s.data import hub_dataset, read_table, require_columns
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "google/boolq"
-TEST_FILES = ("dev.jsonl", "val.jsonl")  # original release, SuperGLUE
+TEST_FILES = ("dev.jsonl", "val.jsonl", "validation.jsonl")  # original release, SuperGLUE, the Hugging Face export
 
 
 def truth(value, where: str, index: int) -> int:
@@ -63,7 +64,8 @@ class BoolQTask(Task):
             found = [self.data_dir / n for n in TEST_FILES if (self.data_dir / n).is_file()]
             path = found[0] if found else self.data_dir / TEST_FILES[0]
             if not found:
-                raise W2SError(f"data file {path} not found (nor val.jsonl); set task.data_dir to the BoolQ folder with dev.jsonl or val.jsonl")
+                raise W2SError(f"data file {path} not found (nor val.jsonl, validation.jsonl); set task.data_dir to the BoolQ folder "
+                               "with one of them")
         return read_table(path, columns=["question", "passage"], label_column=("answer", "label"),
                           label_values=lambda v: v.lower() in {"true", "false", "1", "0"}, label_fix="use true/false (or 1/0) and fix that row",
                           hint="expected BoolQ JSONL with question, passage and answer (or label)"), str(path)

@@ -31,7 +31,7 @@ def test_original_and_superglue_layouts_give_the_same_examples():
 def test_missing_dev_file_and_bad_answer_are_one_line(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"question": "is it", "passage": "p", "answer": "maybe"}\n')
     task = make_task("boolq", {}, tmp_path, "task")
-    with pytest.raises(W2SError, match=r"dev\.jsonl not found \(nor val\.jsonl\)"):
+    with pytest.raises(W2SError, match=r"dev\.jsonl not found \(nor val\.jsonl, validation\.jsonl\)"):
         task.load("test")
     with pytest.raises(W2SError, match=r"train\.jsonl line 1: answer 'maybe' is not a label; use true/false"):
         task.load("train")
