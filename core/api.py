@@ -9,6 +9,7 @@ Task.metrics, choice_index.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -44,6 +45,22 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+# Stage keys, scheme 2 (current): content-addressed. A task is identified by its name, version and the
+# options that differ from their defaults (never where its files are: the data's content fingerprint
+# stands for them), a model by its options and hyperparameters that differ from their defaults.
+# Scheme 1 (stores made before) hashed every option and the absolute data_dir; it is computed only to
+# rekey such stores (planning/legacy.py). SCHEME_2_OPTIONS came with scheme 2, so scheme-1 keys never had them.
+KEY_SCHEME: contextvars.ContextVar[int] = contextvars.ContextVar("w2s_key_scheme", default=2)
+SCHEME_2_OPTIONS = frozenset({"truncation", "question_first"})
+
+
+def key_options(options: BaseModel, leave_out: Sequence[str] = ()) -> dict:
+    """Options as they enter a stage key: those that differ from their defaults (scheme 1: all of them)."""
+    if KEY_SCHEME.get() == 1:
+        return {k: v for k, v in options.model_dump(mode="json").items() if k not in SCHEME_2_OPTIONS}
+    return {k: v for k, v in options.model_dump(mode="json", exclude_defaults=True).items() if k not in leave_out}
+
+
 def fingerprint(obj: Any) -> str:
     """A short content hash of any JSON-serialisable object."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
@@ -63,6 +80,7 @@ class Task:
     description: ClassVar[str] = ""
     label_words: ClassVar[tuple[str, ...]] = ("no", "yes")
     prompt_template: ClassVar[str] = "{text}\nAnswer:"
+    location_options: ClassVar[tuple[str, ...]] = ()  # options that say where the files are (left out of stage keys)
 
     class Options(Options):
         pass
@@ -93,13 +111,19 @@ class Task:
         return example.choices.index(text) if example.choices and text in example.choices else None
 
     def spec(self) -> dict:
-        """What identifies this task's data and formatting, for stage keys; also how a worker rebuilds it."""
+        """How a worker rebuilds this task: name, options and where its data is."""
         return {
             "name": self.name,
             "version": self.version,
             "options": self.options.model_dump(mode="json"),
             "data_dir": str(self.data_dir) if self.data_dir else None,
         }
+
+    def identity(self) -> dict:
+        """What identifies this task's formatting in stage keys, beside the data's content fingerprint: no paths."""
+        if KEY_SCHEME.get() == 1:
+            return {**self.spec(), "options": key_options(self.options)}
+        return {"name": self.name, "version": self.version, "options": key_options(self.options, self.location_options)}
 
 
 def data_root_folder(task_name: str) -> Path | None:
@@ -232,13 +256,9 @@ class Model:
                 "label": self.label}
 
     def spec(self) -> dict:
-        """What identifies this model and its hyperparameters, for stage keys."""
-        return {
-            "model": self.name,
-            "version": self.version,
-            "options": self.options.model_dump(mode="json"),
-            "train": self.train.model_dump(mode="json"),
-        }
+        """What identifies this model and its hyperparameters, for stage keys: options that differ from their
+        defaults (so a new option with a default keeps every key; bump `version` when a default changes)."""
+        return {"model": self.name, "version": self.version, "options": key_options(self.options), "train": key_options(self.train)}
 
     def fit(
         self,

@@ -110,6 +110,7 @@ class ChessPuzzlesTask(Task):
     version = "1"
     kind = "generation"
     description = "chess puzzles in the Lichess CSV layout (local file): find the first move, exact match in SAN"
+    location_options = ("file",)
 
     class Options(Options):
         file: str = Field(default=DEFAULT_FILE, description="CSV file name in data_dir, or an absolute path")

@@ -67,6 +67,7 @@ class FilesTask(Task):
     kind = "binary"
     description = "a task defined in the study TOML: CSV/JSONL/Parquet files or an HF id, text columns, template, label mapping"
     Options = FilesOptions
+    location_options = ("train", "test")
 
     def __init__(self, options=None, data_dir=None):
         super().__init__(options, data_dir)

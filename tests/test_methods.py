@@ -137,7 +137,7 @@ options = { ngram_max = 2 }
     assert result.exit_code == 0, result.output
     weak_fits = list(db.query("select model_json from stages where role = 'weak' and kind = 'fit'"))
     assert len(weak_fits) == 2  # two weak models, each fit once although each serves two pairs
-    assert sorted(json.loads(r["model_json"])["options"]["ngram_max"] for r in weak_fits) == [1, 2]
+    assert sorted(json.loads(r["model_json"])["options"].get("ngram_max", 1) for r in weak_fits) == [1, 2]  # defaults are left out
     assert db.execute("select count(*) from stages where role = 'weak_labels'").fetchone()[0] == 2
     assert db.execute("select count(*) from stages where role = 'ceiling' and kind = 'fit'").fetchone()[0] == 2
     pairs = {(r["weak"], r["strong"]): r["pgr"] for r in db.query("select * from results")}
@@ -149,7 +149,7 @@ options = { ngram_max = 2 }
     assert row.split()[1:] == expected
     # truncation is part of the model spec, hence of the stage key
     specs = [json.loads(r["model_json"]) for r in db.query("select model_json from stages where role = 'ceiling' and kind = 'fit'")]
-    assert sorted(str(s["options"]["num_layers"]) for s in specs) == ["1", "None"]
+    assert sorted(str(s["options"].get("num_layers")) for s in specs) == ["1", "None"]
 
 
 # -- chains -------------------------------------------------------------------------------------

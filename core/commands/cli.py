@@ -86,8 +86,8 @@ def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jo
     store = Store(db_path)
     engine = Driver(store, executor_options(spec, executor, jobs, ray_address, threads, artifact_root))
     if dry_run:
-        stages, _ = engine.plan(spec)
-        status = engine.status(stages)
+        stages, links = engine.plan(spec)
+        status = engine.status(stages, spec, links)
         click.echo(f"study {spec.name}: {len(stages)} stages ({sum(s == 'done' for s in status.values())} cached)")
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")

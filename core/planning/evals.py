@@ -142,7 +142,7 @@ class EvalPlanner:
         info = {"eval": target.label, "split": split, "source": source, "model": model.label,
                 "weak": labels.get("weak"), "strong": labels.get("strong"), "loss": labels.get("loss")}
         reason = self.skip_reason(target, split, model, fit, seed)
-        keyed = {"kind": "eval", "task": task.spec(), "model": model_key, "seed": seed, "k": target.spec.k_shot, "v": 1}
+        keyed = {"kind": "eval", "task": task.identity(), "model": model_key, "seed": seed, "k": target.spec.k_shot, "v": 1}
         spec = {"task": task.spec(), "model": model.recipe(), "seed": seed, "split": split, "info": info, "skipped": reason,
                 "own_label_words": list(self.protocol.task.label_words)}
         inputs = {"examples": [], "shots": [], "checkpoint": CheckpointOf(fit.key) if fit is not None else None}

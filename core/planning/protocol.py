@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from .. import plugins
-from ..api import Example, Loss, Model, W2SError, fingerprint
+from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, fingerprint
 from .evals import plan_evals
 from .methods import baseline_model, grid_pairs, plan_chain
 from .stage import CheckpointOf, PredictionsOf, Split, Stage
@@ -74,7 +74,7 @@ class Protocol:
         """A named split with a content key; its example ids are recorded in the store when the study runs."""
         if self._data is None:
             train, test = self.pools()
-            self._data = {"task": self.task.spec(), "train": data_fingerprint(train), "test": data_fingerprint(test)}
+            self._data = {"task": self.task.identity(), "train": data_fingerprint(train), "test": data_fingerprint(test)}
         key = fingerprint({**self._data, "seed": seed, "split": name, "n": len(examples), "ids": fingerprint([e.id for e in examples])})
         self.split_records[key] = (key, self.task.name, name, seed, [e.id for e in examples])
         return Split(name, key, examples)
@@ -111,7 +111,7 @@ class Protocol:
     def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict,
                   validation: Split | None = None) -> Stage:
         model.check_fit(split.examples, loss, self.task)
-        keyed = {"kind": "fit", "task": self.task.spec(), "data": split.key, "model": model.spec(), "loss": loss.spec(),
+        keyed = {"kind": "fit", "task": self.task.identity(), "data": split.key, "model": model.spec(), "loss": loss.spec(),
                  "targets": targets.key if targets else "ground_truth", "seed": seed}
         if validation is not None:  # oracle: checkpoint chosen by ground-truth accuracy on V
             keyed["gt_early_stopping"] = {"validation": validation.key, "eval_every": self.study.spec.gt_early_stopping.eval_every}
@@ -135,7 +135,8 @@ class Protocol:
 
     def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict,
                        role: str = "evaluate", baseline_test: Stage | None = None) -> Stage:
-        keyed = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key, "v": 2}  # v2: gap CI, one-class and majority flags
+        keyed = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key,
+                 "v": 2 if KEY_SCHEME.get() == 2 else 1}  # v2: gap CI, one-class and majority flags
         if baseline_test is not None:
             keyed["baseline"] = baseline_test.key
         sources = {name: keyed[name] for name in ("weak", "student", "ceiling", "baseline") if name in keyed}
@@ -198,12 +199,12 @@ class Protocol:
         return links
 
 
-def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple]]:
-    """The study's stages (run order), their study links, and the split records to store when it runs."""
+def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple], tuple]:
+    """The study's stages (run order), their study links, the split records to store when it runs, and its data pools."""
     protocol = Protocol(study)
     try:
         links = protocol.plan()
     except W2SError as exc:
         raise W2SError(f"{study.path or '<study>'}: {exc}") from None
     stages = list({stage.key: stage for stage, _, _ in links}.values())
-    return stages, links, list(protocol.split_records.values())
+    return stages, links, list(protocol.split_records.values()), protocol.pools()

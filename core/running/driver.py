@@ -20,6 +20,7 @@ import click
 
 from .. import __version__, plugins
 from ..api import W2SError
+from ..planning.legacy import adopt_legacy_stages, adoptable
 from ..planning.protocol import plan_study
 from ..planning.stage import Stage
 from ..planning.study import Study
@@ -65,14 +66,24 @@ class Driver:
         self.options = options or ExecutorOptions()
         self.echo = echo
         self._splits: list[tuple] = []
+        self._pools: tuple = ()
 
     def plan(self, study: Study) -> tuple[list[Stage], list]:
         """The stages and their study links; nothing is written to the store."""
-        stages, links, self._splits = plan_study(study)
+        stages, links, self._splits, self._pools = plan_study(study)
         return stages, links
 
-    def status(self, stages: list[Stage]) -> dict[str, str | None]:
-        return {s.key: self.store.stage_status(s.key) for s in stages}
+    def adopt_legacy(self, study: Study, links: list) -> int:
+        """Rename the done stages an older store holds under scheme-1 keys (planning/legacy.py); returns how many."""
+        renamed = adopt_legacy_stages(self.store, study, links, self._pools)
+        if renamed:
+            self.echo(f"rekeyed {renamed} stage(s) stored under older keys (absolute data paths, every option); they stay cached")
+        return renamed
+
+    def status(self, stages: list[Stage], study: Study | None = None, links: list | None = None) -> dict[str, str | None]:
+        """Each stage's stored status; with the study and links, a stage done under its older key counts as done."""
+        older = adoptable(self.store, study, links, self._pools) if study is not None else {}
+        return {s.key: "done" if s.key in older else self.store.stage_status(s.key) for s in stages}
 
     def run(self, study: Study, confirm: Callable[[list[Stage], dict], None] | None = None) -> str:
         """Run (or resume) a study; returns its id. Raises KeyboardInterrupt after recording it.
@@ -81,6 +92,7 @@ class Driver:
         """
         stages, links = self.plan(study)
         executor = make_executor(self.options)  # a bad executor choice fails before anything is stored
+        self.adopt_legacy(study, links)  # before confirm: a paid stage stored under an older key is not paid again
         if confirm is not None:
             confirm(stages, self.status(stages))
         study_id = self.record(study, links)

@@ -239,3 +239,13 @@ def m005_stage_claims(db):
         )"""
     )
     db.execute("CREATE INDEX idx_attempts_stage ON stage_attempts(stage_key)")
+
+
+@migrations()
+def m006_legacy_keys(db):
+    """Stage keys became content-addressed (no absolute data paths, only non-default options). Every stage
+    stored before keeps its old key in `legacy_key`; a run whose plan finds a done stage under the old key
+    renames it to the new key in every table (Store.rekey), so older results stay cached and visible."""
+    db.execute("ALTER TABLE stages ADD COLUMN legacy_key TEXT")
+    db.execute("UPDATE stages SET legacy_key = key")
+    db.execute("CREATE INDEX idx_stages_legacy ON stages(legacy_key)")

@@ -18,6 +18,10 @@ from ..home import default_db_path
 from .migrations import migrations
 
 
+KEYED_TABLES = ("study_stages", "predictions", "metrics", "artifacts", "curves", "partial_predictions", "jobs", "eval_prompts",
+                "stage_attempts")  # every table with a stage_key column
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -115,6 +119,19 @@ class Store:
     def stage_status(self, key: str) -> str | None:
         row = self.stage(key)
         return row["status"] if row else None
+
+    def has_legacy_stages(self) -> bool:
+        """True while some stage still has its scheme-1 key (stored before keys became content-addressed)."""
+        return next(self.db.query("SELECT 1 AS x FROM stages WHERE legacy_key = key LIMIT 1"), None) is not None
+
+    def rekey(self, old: str, new: str) -> None:
+        """Rename a stage's key in every table that refers to it (and in other stages' specs and upstream lists)."""
+        with self.db.conn:
+            self.db.execute("UPDATE stages SET key = ? WHERE key = ?", [new, old])
+            for table in KEYED_TABLES:
+                self.db.execute(f"UPDATE {table} SET stage_key = ? WHERE stage_key = ?", [new, old])
+            for column in ("spec_json", "upstream_json"):
+                self.db.execute(f"UPDATE stages SET {column} = replace({column}, ?, ?) WHERE instr({column}, ?) > 0", [f'"{old}"', f'"{new}"', f'"{old}"'])
 
     def unlink_stale(self, study_id: str, keep: set[tuple[str, str]]) -> int:
         """Drop the study's links to (stage, role) pairs its plan no longer has (e.g. after a plugin's
