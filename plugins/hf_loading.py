@@ -3,6 +3,8 @@ and counting the inputs that tokenization truncates."""
 
 from __future__ import annotations
 
+import os
+
 from w2s.api import W2SError
 from w2s.train import resolve_dtype
 
@@ -37,6 +39,33 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
     return tokenizer, model
+
+
+def check_loadable(options, what: str, fix: str) -> None:
+    """`options.path` is a local folder, in the Hugging Face cache, or a hub id the hub answers for; else a W2SError."""
+    from pathlib import Path
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    path = options.path
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if options.gguf_file and not (local / options.gguf_file).is_file():
+            raise W2SError(f"{what}: {local / options.gguf_file} not found; {fix}")
+        return
+    if local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1:
+        raise W2SError(f"{what}: folder {path} not found; {fix}")
+    filename = options.gguf_file or "config.json"
+    if isinstance(huggingface_hub.try_to_load_from_cache(path, filename, revision=options.revision), str):
+        return
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+        raise W2SError(f"{what}: {path!r} is no local folder and not in the Hugging Face cache, and the hub is off (HF_HUB_OFFLINE); {fix}")
+    try:
+        huggingface_hub.HfApi().model_info(path, revision=options.revision, timeout=10)
+    except Exception as exc:
+        raise W2SError(f"{what}: {path!r} is no local folder, not in the Hugging Face cache, and the hub did not answer "
+                       f"({type(exc).__name__}); {fix}") from None
 
 
 TRUNCATION_WARN = 0.10  # above this share of truncated inputs a stage prints a warning

