@@ -1,5 +1,6 @@
 """Chess puzzles: Lichess rows -> examples, illegal-move handling, the generator, engine supervisors, a study."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -105,9 +106,8 @@ def test_generated_moves_are_checked_for_legality(puzzle_file):
     es = [examples["00008"], examples["0000D"], examples["0009B"]]
     right = np.eye(len(es[0].choices))[es[0].label]
     wrong = np.eye(len(es[1].choices))[(es[1].label + 1) % len(es[1].choices)]
-    illegal = np.zeros(len(es[2].choices))  # what a generation model returns for an illegal move
-    if es[2].label == 0:
-        assert int(np.argmax(illegal)) == es[2].label  # argmax alone would count it right
+    es[2] = dataclasses.replace(es[2], label=0)  # answer = choice 0, where argmax of an all-zero row lands
+    illegal = np.zeros(len(es[2].choices))  # what a generation model returns for an illegal move: argmax alone would count it right
     m = task.metrics(es, [right, wrong, illegal])
     assert m == {"exact_match": pytest.approx(1 / 3), "illegal_moves": 1.0, "illegal_rate": pytest.approx(1 / 3)}
     assert choice_accuracy([right, wrong, np.zeros(3)], [es[0].label, 0, 0])["accuracy"] == pytest.approx(1 / 3)
@@ -217,7 +217,9 @@ options = {{ depth = 6 }}
     acc = dict(con.execute("""SELECT st.model || ':' || st.role, m.value FROM metrics m JOIN stages st ON st.key = m.stage_key
                               WHERE m.name = 'accuracy' AND m.split = 'test'""").fetchall())
     assert set(acc) >= {"sf-d1:weak_test", "sf-d3:student_test", "sf-d6:student_test", "sf-d6:ceiling_test"}
-    assert all(0.0 <= v <= 1.0 for v in acc.values())
+    # measured on the committed puzzles' 12 test puzzles: depth 1 finds 7, depth 3 finds 11, depth 6 all
+    assert acc == pytest.approx({"sf-d1:weak_test": 7 / 12, "sf-d3:student_test": 11 / 12, "sf-d3:ceiling_test": 11 / 12,
+                                 "sf-d6:student_test": 1.0, "sf-d6:ceiling_test": 1.0})
     assert acc["sf-d1:weak_test"] < acc["sf-d6:ceiling_test"]  # the committed puzzles are not all depth-1 easy
     illegal = con.execute("SELECT DISTINCT value FROM metrics WHERE name = 'illegal_moves'").fetchall()
     assert illegal == [(0.0,)]  # engines only ever answer legal moves

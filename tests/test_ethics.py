@@ -200,7 +200,8 @@ def test_ethics_is_a_training_task_too(tmp_path, runner, tiny_gpt2):
     result = runner.invoke(cli, ["study", "run", str(ethics_study(tmp_path, tiny_gpt2)), "--db", str(db)])
     assert result.exit_code == 0, result.output
     row = next(Store(db, readonly=True).db.query("SELECT task, n_test, weak_acc, ceiling_acc FROM results"))
-    assert (row["task"], row["n_test"]) == ("ethics", 8) and 0 <= row["ceiling_acc"] <= 1
+    assert (row["task"], row["n_test"]) == ("ethics", 8)
+    assert (row["weak_acc"], row["ceiling_acc"]) == pytest.approx((0.50, 0.75))  # measured on the 8 justice test rows
 
 
 def test_missing_subset_file_in_a_study_is_one_cli_line(tmp_path, runner, tiny_gpt2):

@@ -113,7 +113,10 @@ def test_eval_stages_table_prompts_and_cache(tmp_path, runner, tiny_gpt2):
 
     acc = {(r["eval"], r["split"], r["source"]): (r["accuracy"], r["n"]) for r in json_rows(store)}
     assert acc[("ethics/justice", "test", "student")][1] == 6 and acc[("ethics/justice", "test_hard", "ceiling")][1] == 4
-    assert 0 <= acc[("ethics/justice", "test", "strong_pretrained")][0] <= 1
+    # measured: accuracies over 6 Test / 4 Hard Test / 2 commonsense rows
+    assert acc[("ethics/justice", "test", "strong_pretrained")] == pytest.approx((4 / 6, 6))
+    assert acc[("ethics/justice", "test_hard", "strong_pretrained")] == pytest.approx((0.25, 4))
+    assert acc[("ethics/justice", "test", "ceiling")] == pytest.approx((4 / 6, 6)) and acc[("ethics/justice", "test", "weak")] == pytest.approx((0.5, 6))
 
     # every scored example's rendered prompt is queryable; k-shot prompts hold k demonstrations
     key = pre_key(store, "ethics/justice", "test", "strong_pretrained")

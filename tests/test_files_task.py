@@ -76,7 +76,8 @@ batch_size = 8
     store = Store(db, readonly=True)
     row = next(store.db.query("SELECT task, weak, strong, n_test, weak_acc, student_acc, ceiling_acc FROM results"))
     assert (row["task"], row["weak"], row["strong"], row["n_test"]) == ("files", "bow", "hf", 20)
-    assert all(0 <= row[k] <= 1 for k in ("weak_acc", "student_acc", "ceiling_acc"))
+    # 20 test pairs; measured on this fixture (bag-of-words cannot compare premise and hypothesis: chance)
+    assert (row["weak_acc"], row["student_acc"], row["ceiling_acc"]) == pytest.approx((0.50, 0.55, 0.55))
 
 
 def test_absent_label_column_is_one_line():

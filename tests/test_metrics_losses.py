@@ -18,14 +18,45 @@ def test_pgr_values_and_undefined_gap():
     assert math.isnan(metrics.pgr(0.7, 0.8, 0.7))
 
 
-def test_bootstrap_pgr_ci_brackets_the_point_estimate():
+def paired_percentile_bootstrap(weak, student, ceiling, seed, n_boot=1000):
+    """Burns et al.'s CI by hand: resample test examples (the same rows for all three models), PGR per resample."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, len(weak), size=len(weak))
+        w, s, c = weak[rows].mean(), student[rows].mean(), ceiling[rows].mean()
+        if c > w:
+            values.append((s - w) / (c - w))
+    if len(values) < n_boot / 2:
+        return math.nan, math.nan
+    return tuple(float(x) for x in np.percentile(values, [2.5, 97.5]))
+
+
+def test_bootstrap_pgr_ci_matches_a_hand_written_paired_percentile_bootstrap():
     rng = np.random.default_rng(0)
-    y = np.ones(400)
     weak, student, ceiling = (rng.random(400) < p for p in (0.6, 0.7, 0.8))
-    low, high = metrics.bootstrap_pgr(weak, student, ceiling, seed=0)
-    point = metrics.pgr(weak.mean(), student.mean(), ceiling.mean())
-    assert low < point < high and high - low < 1.5
-    assert metrics.bootstrap_pgr(weak, student, ceiling, seed=0) == (low, high)  # seeded
+    for seed in (0, 7):
+        assert metrics.bootstrap_pgr(weak, student, ceiling, seed=seed) == pytest.approx(paired_percentile_bootstrap(weak, student, ceiling, seed))
+    unpaired = metrics.bootstrap_pgr(weak, student, rng.permutation(ceiling), seed=0)  # pairing matters: shuffled rows differ
+    assert unpaired != pytest.approx(metrics.bootstrap_pgr(weak, student, ceiling, seed=0))
+    # no gap in most resamples: both ends NaN, by hand too
+    same = rng.random(400) < 0.7
+    assert all(math.isnan(x) for x in metrics.bootstrap_pgr(same, student, same, seed=0))
+    assert all(math.isnan(x) for x in paired_percentile_bootstrap(same, student, same, 0))
+
+
+def test_stored_pgr_ci_is_the_hand_written_bootstrap(tmp_path):
+    from w2s.running.stages import run_evaluate
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    correct = {name: rng.random(300) < p for name, p in (("weak", 0.65), ("student", 0.72), ("ceiling", 0.85))}
+    inputs = {name: {f"t{i}": {"pred": int(labels[i] if ok else 1 - labels[i]), "label": int(labels[i]), "probs": [0.5, 0.5]}
+                     for i, ok in enumerate(c)} for name, c in correct.items()}
+    result = run_evaluate({"seed": 3}, inputs, None)
+    order = np.argsort([f"t{i}" for i in range(300)])  # the stage sorts example ids
+    low, high = paired_percentile_bootstrap(*(correct[n][order] for n in ("weak", "student", "ceiling")), seed=3)
+    assert result.metrics[("test", "pgr_ci_low")] == pytest.approx(low) and result.metrics[("test", "pgr_ci_high")] == pytest.approx(high)
 
 
 def test_ceiling_not_above_weak_is_flagged():
@@ -60,11 +91,19 @@ def test_logconf_equals_xent_at_start_and_uses_weak_prior_threshold():
     targets = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.1, 0.9]])
     opts = {"alpha_max": 1.0, "warmup_frac": 0.5}
     assert logconf_loss(logits, targets, 0.0, opts).item() == pytest.approx(xent_loss(logits, targets, 0.0, {}).item())
-    # fully warmed up: target = the student's own hardened predictions, with half of the batch
-    # (the weak labels' prior of class 1 is 0.525) put in class 1: examples 2 and 3 have the largest p(1)
-    hardened = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    expected = torch.nn.functional.cross_entropy(logits, hardened).item()
-    assert logconf_loss(logits, targets, 1.0, opts).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_logconf_hardens_by_the_weak_prior_not_by_argmax():
+    # argmax (and a 0.5 threshold) put all four in class 0; the weak labels' prior of class 1 is 0.5,
+    # so the two examples with the largest p(1) are hardened to class 1
+    logits = torch.tensor([[3.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
+    targets = torch.tensor([[0.8, 0.2], [0.2, 0.8], [0.7, 0.3], [0.3, 0.7]])
+    prior_hardened = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    argmax_hardened = torch.tensor([[1.0, 0.0]] * 4)
+    opts = {"alpha_max": 1.0, "warmup_frac": 0.5}
+    value = logconf_loss(logits, targets, 1.0, opts).item()
+    assert value == pytest.approx(torch.nn.functional.cross_entropy(logits, prior_hardened).item(), rel=1e-5)
+    assert value != pytest.approx(torch.nn.functional.cross_entropy(logits, argmax_hardened).item(), rel=1e-2)
 
 
 def test_product_loss_target_is_normalised_product():

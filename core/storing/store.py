@@ -39,8 +39,7 @@ class Store:
         if readonly:
             if not self.path.exists():
                 raise W2SError(f"{self.path}: no w2s database here yet; run a study first or pass --db PATH")
-            self._upgrade_schema()
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)  # never a write, not even a pending migration
             self.db = sqlite_utils.Database(conn)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,19 +50,6 @@ class Store:
                 migrations.apply(self.db)
         self.db.execute("PRAGMA busy_timeout = 10000")
         self.artifacts_root = self.path.parent / "artifacts"
-
-    def _upgrade_schema(self) -> None:
-        """Apply pending migrations before a read-only open, so an older store gains new views and indexes."""
-        if not os.access(self.path, os.W_OK):
-            return
-        db = sqlite_utils.Database(self.path)
-        try:
-            db.execute("PRAGMA busy_timeout = 10000")
-            with self._schema_lock():
-                if migrations.pending(db):
-                    migrations.apply(db)
-        finally:
-            db.close()
 
     def _schema_lock(self) -> FileLock:
         """Two drivers opening a new (or older) store at once: one creates or upgrades the schema, the other waits."""
