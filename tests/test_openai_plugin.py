@@ -501,10 +501,11 @@ def test_a_request_that_fails_for_good_keeps_the_answers_in_flight_and_the_rerun
     assert len(again) == 30 - len(answered) and len(set(answered) | set(again)) == 30
 
 
-def test_limit_caps_the_cross_task_evals_too(runner, tmp_path, sentiment_dir, monkeypatch):
+def test_limit_caps_the_cross_task_evals_too(runner, tmp_path, sentiment_dir, monkeypatch, tiny_bert):
     monkeypatch.setenv("W2S_DATA_DIR", str(ROOT / "tests" / "fixtures" / "ethics"))
     result = run_cli(runner, "study", "run", ROOT / "studies" / "sst2_bert_gpt4o.toml", "--db", tmp_path / "w.db", "--dry-run",
-                     "--limit", "3", "--set", f"task.data_dir={sentiment_dir}")
+                     "--limit", "3", "--set", f"task.data_dir={sentiment_dir}",
+                     "--set", f'weak.options.path="{tiny_bert}"')  # planning checks bert can be loaded: offline, a local BERT
     assert result.exit_code == 0, result.output
     counts = [int(n) for n in re.findall(r"eval .* (\d+) one-token completions", result.output)]
     assert len(counts) == 18 and max(counts) == 3  # 3 models x (5 Test + 1 Hard Test with fixture data), <= 3 rows each
