@@ -11,12 +11,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from w2s.api import Model, Options, Resources, Trained, W2SError, WeightsPackage
+from w2s.api import KEY_SCHEME, Model, Options, Resources, Trained, W2SError, WeightsPackage
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
-from w2s_plugins.hf_loading import check_loadable, load_pretrained, report_truncation
+from w2s_plugins.hf_loading import check_loadable, load_pretrained, portable_path, report_truncation
 
 
 def package_dir(package: str) -> Path | None:
@@ -140,6 +140,13 @@ class HFModel(Model):
         mode: Literal["finetune", "linear_probe", "logistic_regression"] = Field(
             default="finetune", description="linear_probe: train only a head on cached frozen features (this loop, "
             "lr and epochs); logistic_regression: that head fit to convergence by scikit-learn (xent only)")
+
+    def spec(self) -> dict:
+        """Stage-key identity; weights from an installed package are named by the package, not its folder."""
+        spec = super().spec()
+        if KEY_SCHEME.get() == 2:
+            spec["options"]["path"] = portable_path(spec["options"]["path"])
+        return spec
 
     @property
     def device(self):

