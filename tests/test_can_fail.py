@@ -3,7 +3,6 @@
 import hashlib
 import json
 import sys
-import textwrap
 
 from w2s import plugins
 from w2s.commands.cli import cli

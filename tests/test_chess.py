@@ -1,7 +1,6 @@
 """Chess puzzles: Lichess rows -> examples, illegal-move handling, the generator, engine supervisors, a study."""
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 

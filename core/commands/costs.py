@@ -10,6 +10,8 @@ import json
 
 from tabulate import tabulate
 
+from ..planning.stage import pending_models
+
 
 def pending_costs(stages, status: dict) -> list[dict]:
     """One row per pending stage whose model can estimate its cost."""
@@ -27,12 +29,8 @@ def pending_costs(stages, status: dict) -> list[dict]:
 
 def preflight(stages, status: dict) -> None:
     """Let each model with pending stages check its setup (e.g. an API key) once, before the run."""
-    seen = set()
-    for stage in stages:
-        if status.get(stage.key) == "done" or stage.model is None or id(stage.model) in seen:
-            continue
-        seen.add(id(stage.model))
-        stage.model.preflight()
+    for model in pending_models(stages, status):
+        model.preflight()
 
 
 def cost_table(rows: list[dict]) -> str:

@@ -50,6 +50,15 @@ class Stage:
         return self.inputs.get("examples") or []
 
 
+def pending_models(stages: list[Stage], status: dict) -> list[Model]:
+    """Each distinct model (by object) that has a stage not yet done: the ones to check before a run."""
+    models: dict[int, Model] = {}
+    for stage in stages:
+        if stage.model is not None and status.get(stage.key) != "done":
+            models.setdefault(id(stage.model), stage.model)
+    return list(models.values())
+
+
 @dataclass
 class Split:
     name: str

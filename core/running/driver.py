@@ -22,7 +22,7 @@ from .. import __version__, plugins
 from ..api import W2SError
 from ..planning.legacy import adopt_legacy_stages, adoptable
 from ..planning.protocol import plan_study
-from ..planning.stage import Stage
+from ..planning.stage import Stage, pending_models
 from ..planning.study import Study
 from ..storing.claims import Claims, Heartbeat, Owner
 from ..storing.store import Store
@@ -75,11 +75,8 @@ class Driver:
 
     def check_models(self, stages: list[Stage], status: dict) -> None:
         """Each model with pending stages can be loaded here (Model.check_available), before any stage runs."""
-        seen = set()
-        for stage in stages:
-            if stage.model is not None and status.get(stage.key) != "done" and id(stage.model) not in seen:
-                seen.add(id(stage.model))
-                stage.model.check_available()
+        for model in pending_models(stages, status):
+            model.check_available()
 
     def adopt_legacy(self, study: Study, links: list) -> int:
         """Rename the done stages an older store holds under scheme-1 keys (planning/legacy.py); returns how many."""
@@ -101,9 +98,10 @@ class Driver:
         stages, links = self.plan(study)
         executor = make_executor(self.options)  # a bad executor choice fails before anything is stored
         self.adopt_legacy(study, links)  # before confirm: a paid stage stored under an older key is not paid again
-        self.check_models(stages, self.status(stages))
+        status = self.status(stages)
+        self.check_models(stages, status)
         if confirm is not None:
-            confirm(stages, self.status(stages))
+            confirm(stages, status)
         study_id = self.record(study, links)
         owner = Owner.me()
         artifact_root = Path(self.options.artifact_root).expanduser() if self.options.artifact_root else self.store.artifacts_root
