@@ -90,9 +90,17 @@ def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jo
         status = engine.status(stages, spec, links)
         engine.check_models(stages, status)
         click.echo(f"study {spec.name}: {len(stages)} stages ({sum(s == 'done' for s in status.values())} cached)")
+        from ..storing.throughput import estimate, measured_rates, total
+        from .estimates import stage_note, total_line
+
+        estimates = estimate(stages, status, measured_rates(store))  # pending stages only
+        seconds = {stage.key: s for stage, s in estimates}
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")
-            click.echo(f"  [{i}/{len(stages)}] {stage.title}  ({mark}, key {stage.key[:10]})")
+            note = f"  {stage_note(seconds[stage.key])}" if stage.key in seconds else ""
+            click.echo(f"  [{i}/{len(stages)}] {stage.title}  ({mark}, key {stage.key[:10]}){note}")
+        if estimates:
+            click.echo(total_line(len(estimates), *total(estimates)))
         costs = pending_costs(stages, status)
         if costs:
             click.echo("\n" + cost_table(costs) + "\n(dry run: nothing was launched)")
