@@ -219,6 +219,11 @@ class Trained:
         """Prompt-capable models: the log-probability of each choice after each prompt (cross-task evals, baselines)."""
         raise NotImplementedError(f"{type(self).__name__} cannot score prompts")
 
+    def parameter_counts(self) -> dict[str, int]:
+        """The fitted model's measured size: {"n_params": every weight, "n_params_non_embedding": without the
+        token and position embeddings}, or {} when it has no weights to count (an engine, an API model)."""
+        return {}
+
     def free(self) -> None:
         """Release memory (GPU/CPU) held by the model."""
 

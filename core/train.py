@@ -40,6 +40,15 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)  # same seed, same machine -> same numbers
 
 
+def parameter_counts(module) -> dict[str, int]:
+    """Weights of a torch module (shared tensors counted once), and the same without its embedding tables."""
+    import torch
+
+    every = {id(p): p.numel() for p in module.parameters()}
+    embedded = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    return {"n_params": sum(every.values()), "n_params_non_embedding": sum(n for i, n in every.items() if i not in embedded)}
+
+
 def resolve_device(name: str = "auto"):
     """`auto` picks cuda, then mps, then cpu; anything else is passed to torch.device."""
     import torch

@@ -21,6 +21,12 @@ class BowTrained(Trained):
         probs[:, classes] = self.pipeline.predict_proba([e.text for e in examples])
         return probs
 
+    def parameter_counts(self):
+        """Coefficients and intercepts of the logistic regression (its vocabulary is its only 'embedding')."""
+        clf = self.pipeline[-1]
+        n = int(clf.coef_.size + clf.intercept_.size)
+        return {"n_params": n, "n_params_non_embedding": n}
+
     def save(self, path: Path):
         path.write_bytes(pickle.dumps((self.pipeline, self.num_labels)))
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from w2s.api import KEY_SCHEME, Model, Options, Resources, Trained, W2SError, WeightsPackage
 from w2s.hookspecs import hookimpl
-from w2s.train import TrainConfig, fit_module, predict_module, resolve_device, seed_everything
+from w2s.train import TrainConfig, fit_module, parameter_counts, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
 from w2s_plugins.hf_loading import check_loadable, load_pretrained, portable_path, report_truncation
@@ -91,6 +91,9 @@ class HFTrained(Trained):
     def predict(self, examples, task, ctx=None):
         encoded = self.owner.encode(self.tokenizer, examples, task, ctx)
         return predict_module(self.module, encoded, self.owner.train, self.owner.collate(self.tokenizer), self.owner.device)
+
+    def parameter_counts(self):
+        return parameter_counts(self.module)
 
     def save(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)

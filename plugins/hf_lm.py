@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from w2s.api import Trained, W2SError, has_own_choices
-from w2s.train import fit_module, length_buckets, seed_everything
+from w2s.train import fit_module, length_buckets, parameter_counts, seed_everything
 from w2s_plugins.hf_loading import load_pretrained, report_truncation
 
 
@@ -117,6 +117,9 @@ class LMTrained(Trained):
         self.lm = lm
         self.tokenizer = tokenizer
         self.owner = owner
+
+    def parameter_counts(self):
+        return parameter_counts(self.lm)
 
     def predict(self, examples, task, ctx=None):
         if has_own_choices(task, examples):  # e.g. chess: each example scores its own legal moves

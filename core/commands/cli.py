@@ -70,11 +70,13 @@ def study():
 @click.option("--dry-run", is_flag=True, help="Print the stage plan (cached stages marked) and exit.")
 @click.option("--limit", type=int, help="Cap every split at N examples (quick smoke runs).")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Override the study's seeds.")
+@click.option("--task", "only_tasks", multiple=True, metavar="LABEL",
+              help="With [[task]] tables: run only this task (repeatable), e.g. --task sst2; the rest stays cached for later.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set task.n_test=100")
 @click.option("--yes", "-y", is_flag=True, help="Launch paid API work without asking (for scripts).")
 @executor_flags
 @user_errors
-def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jobs, ray_address, threads, artifact_root):
+def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, executor, jobs, ray_address, threads, artifact_root):
     """Run (or resume) the study in FILE and print its results table."""
     from ..planning.study import load_study
     from ..reporting.tables import results_table
@@ -82,6 +84,7 @@ def study_run(file, db_path, dry_run, limit, seeds, overrides, yes, executor, jo
     from .costs import cost_table, pending_costs
 
     overrides = list(overrides) + ([f"study.seeds=[{','.join(map(str, seeds))}]"] if seeds else [])
+    overrides += [f"study.only_tasks={json.dumps(list(only_tasks))}"] if only_tasks else []
     spec = load_study(file, overrides, limit)
     store = Store(db_path)
     engine = Driver(store, executor_options(spec, executor, jobs, ray_address, threads, artifact_root))

@@ -123,7 +123,7 @@ class EvalPlanner:
                     out += self.for_model(target, stage.model, labels, fit=stage, source=role)
         for seed in self.study.seeds:
             for strong in self.study.strong:
-                base = {"task": self.protocol.task.name, "weak": None, "strong": strong.label, "loss": None, "seed": seed}
+                base = {"task": self.protocol.label, "weak": None, "strong": strong.label, "loss": None, "seed": seed}
                 for target in targets:
                     if "strong_pretrained" in target.spec.models:
                         out += self.for_model(target, strong, base, fit=None, source="strong_pretrained")

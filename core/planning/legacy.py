@@ -14,13 +14,15 @@ from .protocol import Protocol
 from .study import Study
 
 
-def legacy_keys(study: Study, links: list, pools) -> dict[str, str]:
-    """New key -> scheme-1 key for each stage of the study's `links` (planned again with scheme 1, on the same `pools`)."""
-    legacy = Protocol(study)
-    legacy._pools = pools
+def legacy_keys(study: Study, links: list, pools: list) -> dict[str, str]:
+    """New key -> scheme-1 key for each stage of the study's `links` (planned again with scheme 1, on each task's same `pools`)."""
+    old_links = []
     token = KEY_SCHEME.set(1)
     try:
-        old_links = legacy.plan()
+        for task, task_pools in zip(study.tasks, pools):
+            legacy = Protocol(study, task)
+            legacy._pools = task_pools
+            old_links += legacy.plan()
     finally:
         KEY_SCHEME.reset(token)
     return {new.key: old.key for (new, _, _), (old, _, _) in zip(links, old_links) if new.kind != "evaluate" and new.key != old.key}

@@ -63,7 +63,7 @@ def plan_chain(p, seed: int, weak_train: Split, test: Split) -> list[tuple[Stage
     steps = len(models) - 1
     transfers = p.transfer_splits(seed, steps if p.study.spec.study.chain_transfer == "fresh" else 1)
     transfers = transfers if len(transfers) == steps else transfers * steps
-    base = {"task": p.task.name, "seed": seed}
+    base = {"task": p.label, "seed": seed}
     first = p.fit_stage("weak", models[0], weak_train, p.ground_truth, None, seed, {**base, "weak": models[0].label, "strong": None, "loss": None})
     first_test = p.predict_stage("weak_test", first, test, seed, first.labels)
     links = [(first, "weak", first.labels), (first_test, "weak_test", first.labels)]

@@ -23,7 +23,7 @@ from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, fingerprint
 from .evals import plan_evals
 from .methods import baseline_model, grid_pairs, plan_chain
 from .stage import CheckpointOf, PredictionsOf, Split, Stage
-from .study import Study
+from .study import Study, StudyTask
 
 Link = tuple[Stage, str, dict]  # a stage, its role in the study, and its result labels
 
@@ -33,11 +33,14 @@ def data_fingerprint(examples: list[Example]) -> str:
 
 
 class Protocol:
-    """Builds the stage DAG of one study."""
+    """Builds the stage DAG of one study on one of its tasks (a [[task]] grid plans one Protocol per task)."""
 
-    def __init__(self, study: Study):
+    def __init__(self, study: Study, task: StudyTask | None = None):
+        task = task or study.tasks[0]
         self.study = study
-        self.task = study.task
+        self.task = task.task
+        self.label = task.label  # how results name the task
+        self.task_spec = task.spec
         self.stages: dict[str, Stage] = {}
         self._pools: tuple[list[Example], list[Example]] | None = None
         self._data: dict | None = None
@@ -55,7 +58,7 @@ class Protocol:
 
     def splits(self, seed: int) -> tuple[Split, Split, Split]:
         """Seeded, disjoint weak_train (A) and transfer (B) from the train pool; test (T) from test."""
-        spec = self.study.spec.task
+        spec = self.task_spec
         train, test = self.pools()
         need = spec.n_weak_train + spec.n_transfer
         if need > len(train):
@@ -81,7 +84,7 @@ class Protocol:
 
     def transfer_splits(self, seed: int, k: int) -> list[Split]:
         """k disjoint transfer splits after A, for chains; the first one is the usual B."""
-        spec = self.study.spec.task
+        spec = self.task_spec
         train, _ = self.pools()
         need = spec.n_weak_train + k * spec.n_transfer
         if need > len(train):
@@ -143,12 +146,12 @@ class Protocol:
         inputs = {name: PredictionsOf(key, "test") for name, key in sources.items()}
         title = f"{role.replace('_', ' ')} {labels['weak']} -> {labels['strong']} [{labels['loss']}]"
         deps = list(sources.values())
-        row = {"task": self.task.name, "model": labels["strong"], "loss": labels["loss"], "seed": seed,
+        row = {"task": self.label, "model": labels["strong"], "loss": labels["loss"], "seed": seed,
                "spec_json": json.dumps(keyed), "upstream_json": json.dumps(deps), "kind": "evaluate", "role": role}
         return self.add(Stage(fingerprint(keyed), "evaluate", role, title, labels, row, deps, {"seed": seed}, inputs))
 
     def _row(self, kind: str, role: str, model: Model, loss: Loss | None, seed: int, keyed: dict, upstream: list[str]) -> dict:
-        return {"kind": kind, "role": role, "task": self.task.name, "model": model.label, "model_json": json.dumps(model.spec()),
+        return {"kind": kind, "role": role, "task": self.label, "model": model.label, "model_json": json.dumps(model.spec()),
                 "loss": loss.name if loss else None, "seed": seed, "spec_json": json.dumps(keyed, default=str),
                 "upstream_json": json.dumps(upstream)}
 
@@ -163,7 +166,7 @@ class Protocol:
                 continue
             b, v = self.validation_split(b, seed)
             for weak, strongs in grid_pairs(self.study.weak, self.study.strong):
-                base = {"task": self.task.name, "weak": weak.label, "seed": seed}
+                base = {"task": self.label, "weak": weak.label, "seed": seed}
                 weak_fit = self.fit_stage("weak", weak, a, self.ground_truth, None, seed, {**base, "strong": None, "loss": None})
                 weak_labels = self.predict_stage("weak_labels", weak_fit, b, seed, weak_fit.labels)
                 weak_test = self.predict_stage("weak_test", weak_fit, t, seed, weak_fit.labels)
@@ -199,12 +202,22 @@ class Protocol:
         return links
 
 
-def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple], tuple]:
-    """The study's stages (run order), their study links, the split records to store when it runs, and its data pools."""
-    protocol = Protocol(study)
-    try:
-        links = protocol.plan()
-    except W2SError as exc:
-        raise W2SError(f"{study.path or '<study>'}: {exc}") from None
+def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple], list[tuple]]:
+    """The study's stages (run order), their study links, the split records to store when it runs, and each task's data pools."""
+    links: list[Link] = []
+    records: dict[str, tuple] = {}
+    pools = []
+    for task in study.tasks:
+        protocol = Protocol(study, task)
+        try:
+            links += protocol.plan()
+        except W2SError as exc:
+            where = f" (task {task.label})" if len(study.tasks) > 1 else ""
+            raise W2SError(f"{study.path or '<study>'}{where}: {exc}") from None
+        if len(study.tasks) > 1:  # progress lines and the dry run say which task a stage belongs to
+            for stage in protocol.stages.values():
+                stage.title = f"{task.label}: {stage.title}"
+        records.update(protocol.split_records)
+        pools.append(protocol.pools())
     stages = list({stage.key: stage for stage, _, _ in links}.values())
-    return stages, links, list(protocol.split_records.values()), protocol.pools()
+    return stages, links, list(records.values()), pools

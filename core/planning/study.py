@@ -23,6 +23,8 @@ class StudyHeader(Options):
     chain_transfer: Literal["fresh", "same"] = "fresh"  # chains: a fresh transfer split per step, or one shared split
     baseline: Literal["none", "auto", "linear_probe", "prompt"] = "none"  # the strong model before fine-tuning
     baseline_k_shot: int = Field(default=4, ge=0)  # demonstrations for a prompt baseline, drawn from A
+    only_tasks: list[str] | None = Field(
+        default=None, min_length=1, description="with [[task]] tables: plan only these task labels (w2s study run --task)")
 
 
 class GTEarlyStopping(Options):
@@ -34,6 +36,7 @@ class GTEarlyStopping(Options):
 
 class TaskSpec(Options):
     name: str
+    label: str | None = None  # how results name the task; a [[task]] grid defaults to name, or name/subset
     options: dict[str, Any] = {}
     data_dir: str | None = None
     n_weak_train: int = Field(ge=2)
@@ -81,7 +84,7 @@ class ExecutorSpec(Options):
 
 class StudySpec(Options):
     study: StudyHeader
-    task: TaskSpec
+    task: TaskSpec | list[TaskSpec]  # [task], or [[task]] tables: the same protocol on every task
     weak: ModelSpec | list[ModelSpec] = []
     strong: ModelSpec | list[ModelSpec] = []
     chain: list[ModelSpec] = []  # bootstrapping M1 -> M2 -> ... -> Mn (instead of weak/strong)
@@ -118,13 +121,22 @@ def _apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 @dataclass
+class StudyTask:
+    """One task of a study: the label results use, its `[task]` table, and the built task."""
+
+    label: str
+    spec: TaskSpec
+    task: Task
+
+
+@dataclass
 class Study:
-    """A validated study: its spec plus the built task, models and losses."""
+    """A validated study: its spec plus the built tasks, models and losses."""
 
     path: Path | None
     toml_text: str
     spec: StudySpec
-    task: Task
+    tasks: list[StudyTask]  # the tasks to plan (study.only_tasks applied)
     weak: list[Model]
     strong: list[Model]
     losses: list[Loss]
@@ -135,6 +147,13 @@ class Study:
     @property
     def name(self) -> str:
         return self.spec.study.name
+
+    @property
+    def task(self) -> Task:
+        """The study's task; a [[task]] grid has several (see `tasks`)."""
+        if len(self.tasks) != 1:
+            raise W2SError(f"study {self.name} has {len(self.tasks)} tasks; use study.tasks")
+        return self.tasks[0].task
 
     @property
     def seeds(self) -> list[int]:
@@ -183,17 +202,18 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
         spec = StudySpec(**raw)
     except ValidationError as exc:
         raise options_error(exc, "", StudySpec) from None
+    task_specs = spec.task if isinstance(spec.task, list) else [spec.task]
+    if not task_specs:
+        raise W2SError("task: [[task]] needs at least one table; add one per task")
     if limit:
-        spec.task.n_weak_train = min(spec.task.n_weak_train, limit)
-        spec.task.n_transfer = min(spec.task.n_transfer, limit)
-        spec.task.n_test = min(spec.task.n_test or limit, limit)
+        for tspec in task_specs:
+            tspec.n_weak_train = min(tspec.n_weak_train, limit)
+            tspec.n_transfer = min(tspec.n_transfer, limit)
+            tspec.n_test = min(tspec.n_test or limit, limit)
         for ev in spec.eval:  # cross-task evals too: a smoke run must not pay for full eval sets
             ev.n = min(ev.n or limit, limit)
-    if spec.task.data_dir and path is not None and not Path(spec.task.data_dir).expanduser().is_absolute():
-        spec.task.data_dir = str((path.parent / spec.task.data_dir).resolve())
-    if spec.task.data_dir and not Path(spec.task.data_dir).is_dir():
-        raise W2SError(f"task.data_dir: directory {spec.task.data_dir} does not exist; point it at the folder holding the data files")
-    task = plugins.make_task(spec.task.name, spec.task.options, spec.task.data_dir, "task")
+    tasks = _tasks(task_specs, path, grid=isinstance(spec.task, list))
+    tasks = _selected(tasks, spec.study.only_tasks)
     weak = [_model(m, f"weak[{i}]" if len(spec.weak) > 1 else "weak") for i, m in enumerate(spec.weak)]
     strong = [_model(m, f"strong[{i}]" if len(spec.strong) > 1 else "strong") for i, m in enumerate(spec.strong)]
     losses = [plugins.make_loss(lspec.name, lspec.options, f"losses[{i}]") for i, lspec in enumerate(spec.losses)]
@@ -201,7 +221,37 @@ def _parse(text: str, path: Path | None, overrides: list[str], limit: int | None
         object.__setattr__(loss, "name", lspec.label or lspec.name)
     chain = [_model(m, f"chain[{i}]") for i, m in enumerate(spec.chain)]
     _check_models(spec, chain)
-    return Study(path, text, spec, task, weak, strong, losses, chain=chain, evals=build_evals(spec.eval, path))
+    return Study(path, text, spec, tasks, weak, strong, losses, chain=chain, evals=build_evals(spec.eval, path))
+
+
+def _tasks(task_specs: list[TaskSpec], path: Path | None, grid: bool) -> list[StudyTask]:
+    """Build each task (data_dir resolved against the study file); labels must be unique."""
+    out: list[StudyTask] = []
+    for i, tspec in enumerate(task_specs):
+        where = f"task[{i}]" if grid else "task"
+        if tspec.data_dir and path is not None and not Path(tspec.data_dir).expanduser().is_absolute():
+            tspec.data_dir = str((path.parent / tspec.data_dir).resolve())
+        if tspec.data_dir and not Path(tspec.data_dir).is_dir():
+            raise W2SError(f"{where}.data_dir: directory {tspec.data_dir} does not exist; point it at the folder holding the data files")
+        task = plugins.make_task(tspec.name, tspec.options, tspec.data_dir, where)
+        subset = tspec.options.get("subset")
+        label = tspec.label or (f"{tspec.name}/{subset}" if grid and subset else tspec.name)
+        taken = [t.label for t in out]
+        if label in taken:
+            raise W2SError(f"{where}: label {label!r} is already used by task[{taken.index(label)}]; give it a distinct label")
+        out.append(StudyTask(label, tspec, task))
+    return out
+
+
+def _selected(tasks: list[StudyTask], only: list[str] | None) -> list[StudyTask]:
+    """The tasks named by study.only_tasks (all when unset); an unknown label is an error listing the known ones."""
+    if not only:
+        return tasks
+    labels = [t.label for t in tasks]
+    unknown = [name for name in only if name not in labels]
+    if unknown:
+        raise W2SError(f"study.only_tasks: no task labelled {unknown[0]!r}; the study's tasks are {', '.join(labels)}")
+    return [t for t in tasks if t.label in only]
 
 
 def _check_models(spec: StudySpec, chain: list[Model]) -> None:

@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from ..storing.queries import stage_rows
 from ..storing.store import Store
-from . import plots
+from . import plots, scaling
 from .tables import accuracy_rows, ci, fmt, pgr_cell, results, results_table
 
 STYLE = """
@@ -34,9 +34,11 @@ def figures(store: Store, study_id: str, out_dir: Path) -> dict[str, Path]:
     curves = plots.curve_rows(store, study_id)
     if curves:
         out["curves"] = plots.curves_figure(curves, out_dir / "curves.png")
+    sized = scaling.scaling_rows(store, study_id)
     grid = plots.grid_rows(store, study_id)
-    if grid:
+    if grid and len({r["task"] for r in sized}) <= 1:  # its lines pool tasks; a [[task]] grid gets per-task panels below
         out["grid"] = plots.grid_figure(grid, out_dir / "grid_pgr.png")
+    out.update(scaling.write_figures(sized, out_dir))  # accuracy and PGR against measured strong size, median PGR
     chain = plots.chain_rows(store, study_id)
     if chain:
         out["chain"] = plots.chain_figure(chain, out_dir / "chain.png")

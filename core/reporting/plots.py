@@ -186,7 +186,7 @@ def _chain_order(edges: set[tuple]) -> list:
 def accuracy_figure(panels: list[dict], path: Path) -> Path:
     """Paper-style bars: test accuracy of weak, students and ceiling with 95% CIs; PGR over each student."""
     width = max(2.0 + 1.3 * max(len(p["bars"]) for p in panels), 4.5)
-    return _panel_grid(panels, _accuracy_panel, (width, 4.2), path)
+    return panel_grid(panels, _accuracy_panel, (width, 4.2), path)
 
 
 def _accuracy_panel(ax, panel: dict) -> None:
@@ -221,7 +221,7 @@ def _pgr_label(bar: dict) -> str:
 
 def curves_figure(curves: list[dict], path: Path) -> Path:
     """One panel per fit stage: loss on the left axis, accuracies on the right, against the step."""
-    return _panel_grid(curves, _curve_panel, (5, 3.4), path)
+    return panel_grid(curves, _curve_panel, (5, 3.4), path)
 
 
 def _curve_panel(ax, stage: dict) -> None:
@@ -296,7 +296,7 @@ def grid_figure(rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def chain_figure(rows: list[dict], path: Path) -> Path:
@@ -330,7 +330,7 @@ def chain_figure(rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _errors(rows: list[dict]):
@@ -339,22 +339,26 @@ def _errors(rows: list[dict]):
     return [low, high]
 
 
-def _panel_grid(items: list, draw, panel_size: tuple[float, float], path: Path) -> Path:
-    """Up to three panels a row, one per item drawn by `draw(ax, item)`; unused cells hidden."""
-    cols = min(len(items), 3)
+def panel_grid(items: list, draw, panel_size: tuple[float, float], path: Path, columns: int = 3, note: str | None = None) -> Path:
+    """Up to `columns` panels a row, one per item drawn by `draw(ax, item)`; unused cells hidden; `note` under the panels."""
+    cols = max(1, min(len(items), columns))
     rows = math.ceil(len(items) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
     for ax, item in zip(axes.flat, items):
         draw(ax, item)
     for ax in list(axes.flat)[len(items):]:
         ax.axis("off")
-    fig.tight_layout()
-    return _save(fig, path)
+    if note:
+        fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="#555")
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Save as PNG; the titles of its panels go into the PNG's `Description` text, one per line, so tests and tools can read them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    titles = [ax.get_title() for ax in fig.axes if ax.axison and ax.get_title()]
+    fig.savefig(path, dpi=120, metadata={"Description": "\n".join(titles)})
     plt.close(fig)
     return path

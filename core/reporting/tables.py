@@ -42,7 +42,7 @@ def results(store: Store, study_id: str) -> list[dict]:
 def accuracy_rows(store: Store, study_id: str) -> list[dict]:
     """One row per model evaluated on test: weak, each student, ceiling (per pair and seed)."""
     sql = """
-        SELECT DISTINCT ss.role, ss.weak, ss.strong, ss.loss, ss.seed, st.model, st.key, st.status
+        SELECT DISTINCT ss.role, ss.task, ss.weak, ss.strong, ss.loss, ss.seed, st.model, st.key, st.status
         FROM study_stages ss JOIN stages st ON st.key = ss.stage_key
         WHERE ss.study_id = ? AND ss.role IN ('weak_test', 'student_test', 'ceiling_test', 'baseline_test', 'student_oracle_test')
     """
@@ -56,36 +56,40 @@ def accuracy_rows(store: Store, study_id: str) -> list[dict]:
         }.get(r["role"], f"student {r['loss']} ({r['weak']}->{r['strong']})")
         rows.setdefault((r["seed"], r["key"]), {**r, "label": label})
     out = []
-    for (seed, key), r in sorted(rows.items(), key=lambda kv: (kv[0][0], ROLE_ORDER[kv[1]["role"]], kv[1]["label"])):
+    for (seed, key), r in sorted(rows.items(), key=lambda kv: (kv[0][0], str(kv[1]["task"]), ROLE_ORDER[kv[1]["role"]], kv[1]["label"])):
         m = {x["name"]: x["value"] for x in store.db.query("SELECT name, value FROM metrics WHERE stage_key = ? AND split = 'test'", [key])}
-        out.append({"seed": seed, "model": r["label"], "status": r["status"], **m})
+        out.append({"seed": seed, "task": r["task"], "model": r["label"], "status": r["status"], **m})
     return out
 
 
 def results_table(store: Store, study_id: str) -> str:
-    """The accuracy table (weak, students, ceiling) and the PGR table, as text."""
+    """The accuracy table (weak, students, ceiling) and the PGR table, as text; a [[task]] grid gains a task column."""
     acc = accuracy_rows(store, study_id)
+    res = results(store, study_id)
+    multi = len({r["task"] for r in acc}) > 1
+    lead = (lambda r: [r["seed"], r["task"]]) if multi else (lambda r: [r["seed"]])
     acc_table = tabulate(
-        [[r["seed"], r["model"], fmt(r.get("accuracy")), fmt(r.get("auroc")), fmt(r.get("f1")), int(r.get("n") or 0), r["status"]] for r in acc]
-        + accuracy_means(acc),
-        headers=["seed", "model", "test acc", "AUROC", "F1", "n", "status"],
+        [[*lead(r), r["model"], fmt(r.get("accuracy")), fmt(r.get("auroc")), fmt(r.get("f1")), int(r.get("n") or 0), r["status"]]
+         for r in acc] + accuracy_means(acc, multi),
+        headers=["seed", *(["task"] if multi else []), "model", "test acc", "AUROC", "F1", "n", "status"],
         tablefmt="simple",
         disable_numparse=True,
     )
-    res = results(store, study_id)
     pgr_table = tabulate(
         [
-            [r["seed"], r["weak"], r["strong"], r["loss"], fmt(r["weak_acc"]), fmt(r["student_acc"]), fmt(r["ceiling_acc"]),
+            [*lead(r), r["weak"], r["strong"], r["loss"], fmt(r["weak_acc"]), fmt(r["student_acc"]), fmt(r["ceiling_acc"]),
              pgr_cell(r), ci(r["pgr_ci_low"], r["pgr_ci_high"], 2), fmt(r["agreement"])]
             for r in res
         ]
-        + pgr_means(res),
-        headers=["seed", "weak", "strong", "loss", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "agree"],
+        + pgr_means(res, multi),
+        headers=["seed", *(["task"] if multi else []), "weak", "strong", "loss", "weak acc", "student acc", "ceiling acc", "PGR",
+                 "PGR 95% CI", "agree"],
         tablefmt="simple",
         disable_numparse=True,
     )
-    several = len({(r["weak"], r["strong"]) for r in res}) > 1  # then each flag names its pair
-    flag_lines = sorted({f"FLAG ({r['weak']} -> {r['strong']}): {f}" if several else f"FLAG: {f}"
+    several = len({(r["task"], r["weak"], r["strong"]) for r in res}) > 1  # then each flag names its pair
+    where = (lambda r: f"{r['task']}: ") if multi else (lambda r: "")
+    flag_lines = sorted({f"FLAG ({where(r)}{r['weak']} -> {r['strong']}): {f}" if several else f"FLAG: {f}"
                          for r in res for f in json.loads(r["flags"] or "[]")})
     chain_only = not res and bool(evaluations(store, study_id, "chain_step"))  # chains have their own table below
     lines = [acc_table] if chain_only else [acc_table, "", pgr_table]
@@ -114,25 +118,25 @@ def mean_cell(values, digits: int = 3) -> str:
     return f"{fmt(m, digits)} {ci(low, high, digits)}" if not math.isnan(low) else fmt(m, digits)
 
 
-def accuracy_means(acc: list[dict]) -> list[list]:
-    """One 'mean' row per model that ran with more than one seed."""
+def accuracy_means(acc: list[dict], multi: bool = False) -> list[list]:
+    """One 'mean' row per (task and) model that ran with more than one seed."""
     out = []
-    for label, rows in by_group(acc, lambda r: r["model"]).items():
+    for (task, label), rows in by_group(acc, lambda r: (r["task"], r["model"])).items():
         if len({r["seed"] for r in rows}) > 1:
-            out.append(["mean", label, mean_cell([r.get("accuracy") for r in rows]), mean_cell([r.get("auroc") for r in rows]),
+            out.append(["mean", *([task] if multi else []), label, mean_cell([r.get("accuracy") for r in rows]), mean_cell([r.get("auroc") for r in rows]),
                         mean_cell([r.get("f1") for r in rows]), int(rows[0].get("n") or 0), f"{len(rows)} seeds"])
     return out
 
 
-def pgr_means(res: list[dict]) -> list[list]:
-    """One 'mean' row per (weak, strong, loss) that ran with more than one seed."""
+def pgr_means(res: list[dict], multi: bool = False) -> list[list]:
+    """One 'mean' row per (task,) weak, strong and loss that ran with more than one seed."""
     out = []
-    for (weak, strong, loss), rows in by_group(res, lambda r: (r["weak"], r["strong"], r["loss"])).items():
+    for (task, weak, strong, loss), rows in by_group(res, lambda r: (r["task"], r["weak"], r["strong"], r["loss"])).items():
         if len(rows) > 1:
             m, low, high = mean_ci([r["pgr"] for r in rows])
             accs = [fmt(mean_ci([r[k] for r in rows])[0]) for k in ("weak_acc", "student_acc", "ceiling_acc")]
             cell = f"({fmt(m, 2)})!" if any(flagged(r) for r in rows) else fmt(m, 2)
-            out.append(["mean", weak, strong, loss, *accs, cell, ci(low, high, 2) + " (seeds)", fmt(mean_ci([r["agreement"] for r in rows])[0])])
+            out.append(["mean", *([task] if multi else []), weak, strong, loss, *accs, cell, ci(low, high, 2) + " (seeds)", fmt(mean_ci([r["agreement"] for r in rows])[0])])
     return out
 
 
@@ -160,10 +164,11 @@ def methods_tables(store: Store, study_id: str, res: list[dict]) -> list[str]:
 def pgr_matrix(res: list[dict], weak: list[str], strong: list[str]) -> str:
     """Mean PGR over seeds: one row per weak model, one column per strong model, per loss."""
     tables = []
-    for loss, rows in by_group(res, lambda r: r["loss"]).items():
+    multi = len({r["task"] for r in res}) > 1
+    for (task, loss), rows in by_group(res, lambda r: (r["task"], r["loss"])).items():
         cells = by_group(rows, lambda r: (r["weak"], r["strong"]))
         table = [[w, *(fmt(mean_ci([r["pgr"] for r in cells[(w, s)]])[0], 2) if (w, s) in cells else "" for s in strong)] for w in weak]
-        header = f"PGR matrix [{loss}] (rows: weak, columns: strong; mean over seeds)"
+        header = f"PGR matrix [{task + ', ' if multi else ''}{loss}] (rows: weak, columns: strong; mean over seeds)"
         tables.append(header + "\n" + tabulate(table, headers=["weak \\ strong", *strong], disable_numparse=True))
     return "\n\n".join(tables)
 

@@ -66,7 +66,7 @@ class Driver:
         self.options = options or ExecutorOptions()
         self.echo = echo
         self._splits: list[tuple] = []
-        self._pools: tuple = ()
+        self._pools: list = []  # per task: (train, test) examples
 
     def plan(self, study: Study) -> tuple[list[Stage], list]:
         """The stages and their study links; nothing is written to the store."""

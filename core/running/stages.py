@@ -69,6 +69,7 @@ def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     if inputs.get("validation"):
         ctx.validation = Validation(inputs["validation"], np.array([e.label for e in inputs["validation"]]), spec["eval_every"])
     trained = model.fit(examples, soft, loss, task, ctx)
+    ctx.metrics.update({("model", name): float(n) for name, n in trained.parameter_counts().items()})  # measured size
     path = save_checkpoint(trained, ctx.artifact_dir)
     keep(str(path), trained)  # the predict stages that follow in this process skip the reload
     return StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output, artifacts={"checkpoint": str(path)})

@@ -41,8 +41,9 @@ def has_fts(store: Store) -> bool:
 def list_studies(store: Store, task=None, model=None, since=None, status=None, search=None, limit=20) -> list[dict]:
     """Studies newest first, filtered by task, model (name or label), age, status and full-text search."""
     where, params = [], {}
-    if task:
-        where.append("json_extract(s.spec_json, '$.task.name') = :task")
+    if task:  # a [task] table, or any of a study's [[task]] tables (by name or label)
+        where.append("(json_extract(s.spec_json, '$.task.name') = :task OR EXISTS (SELECT 1 FROM json_each(s.spec_json, '$.task') t "
+                     "WHERE t.type = 'object' AND :task IN (json_extract(t.value, '$.name'), json_extract(t.value, '$.label'))))")
         params["task"] = task
     if model:
         where.append("(" + " OR ".join(USES_MODEL.format(side=side) for side in ("weak", "strong", "chain")) + ")")
@@ -61,7 +62,8 @@ def list_studies(store: Store, task=None, model=None, since=None, status=None, s
             where.append("(s.name LIKE :search OR s.notes LIKE :search)")
             params["search"] = f"%{search}%"
     sql = (
-        "SELECT s.id, s.name, s.status, json_extract(s.spec_json, '$.task.name') AS task, s.created, s.updated, s.path, s.notes "
+        "SELECT s.id, s.name, s.status, COALESCE(json_extract(s.spec_json, '$.task.name'), (SELECT group_concat(COALESCE("
+        "json_extract(t.value, '$.label'), json_extract(t.value, '$.name')), ',') FROM json_each(s.spec_json, '$.task') t)) AS task, s.created, s.updated, s.path, s.notes "
         f"FROM studies s {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY s.created DESC, s.id DESC LIMIT :limit"
     )
     return list(store.db.query(sql, {**params, "limit": limit}))
