@@ -31,7 +31,15 @@ RECIPES = {  # name: (strong tables, extra losses, n_weak_train, seeds)
                                ["logconf"], 500, [0, 1]),
     "finetune-3ep-5e-5, weak-train 300": (FT.format(epochs=3, lr="5e-5"), ["logconf"], 300, [0, 1, 2]),
     "finetune-2ep-5e-5, weak-train 300": (FT.format(epochs=2, lr="5e-5"), [], 300, [0, 1, 2]),
+    # session 5: three seeds of the shipped recipe, burns_mini's recipe, longer and gentler, and a learned weak model
+    "finetune-3ep-5e-5, seeds 0-2": (FT.format(epochs=3, lr="5e-5"), [], 500, [0, 1, 2]),
+    "finetune-2ep-1e-4-bs32 (burns_mini's recipe)": (FT.replace("batch_size = 16", "batch_size = 32").format(epochs=2, lr="1e-4"),
+                                                    ["logconf"], 500, [0, 1, 2]),
+    "finetune-4ep-3e-5": (FT.format(epochs=4, lr="3e-5"), [], 500, [0, 1, 2]),
+    "weak minilm-l1 -> finetune-3ep-5e-5": (FT.format(epochs=3, lr="5e-5"), [], 500, [0, 1, 2]),
 }
+WEAK = {"weak minilm-l1 -> finetune-3ep-5e-5": 'model = "minilm-l6"\nlabel = "minilm-l1"\n'
+        'options = { num_layers = 1, max_length = 64 }\ntrain = { epochs = 3, batch_size = 16, lr = 1e-4 }\n'}
 
 
 def validation_data(folder: Path) -> Path:
@@ -46,8 +54,9 @@ def validation_data(folder: Path) -> Path:
 
 def study(name: str, data: Path, strong: str, losses: list[str], n_weak: int, seeds: list[int]) -> str:
     extra = "".join(f'\n[[losses]]\nname = "{loss}"\n' for loss in losses)
+    weak = WEAK.get(name, 'model = "bow"\n')
     return (f'[study]\nname = "{name}"\nseeds = {seeds}\n\n[task]\nname = "sst2"\ndata_dir = "{data}"\n'
-            f"n_weak_train = {n_weak}\nn_transfer = {1200 - n_weak}\nn_test = 300\n\n[weak]\nmodel = \"bow\"\n\n"
+            f"n_weak_train = {n_weak}\nn_transfer = {1200 - n_weak}\nn_test = 300\n\n[weak]\n{weak}\n"
             f'[strong]\nmodel = "minilm-l6"\n{strong}\n[[losses]]\nname = "xent"\n{extra}')
 
 
@@ -60,6 +69,7 @@ def main():
     data, db = validation_data(work / "data"), work / "w2s.db"
     out = {"benchmark": "quickstart_recipes", "validation": "300 rows of studies/data/quickstart/train.tsv (seed 12345); test.tsv unused",
            "recipes": []}
+    earlier = json.loads(Path(args.out).read_text())["recipes"] if Path(args.out).exists() else []
     for name, (strong, losses, n_weak, seeds) in RECIPES.items():
         if args.only and name not in args.only:
             continue
@@ -75,8 +85,14 @@ def main():
             [name]).fetchall()
         keys = ("loss", "seed", "weak_acc", "student_acc", "ceiling_acc", "pgr", "pgr_ci_low", "pgr_ci_high")
         out["recipes"].append({"name": name, "n_weak_train": n_weak, "n_transfer": 1200 - n_weak, "strong": strong.strip(),
+                               "weak": WEAK.get(name, 'model = "bow"').strip(),
                                "wall_seconds": round(time.perf_counter() - start, 1), "rows": [dict(zip(keys, r)) for r in rows]})
         print(name, json.dumps(out["recipes"][-1]["rows"]), flush=True)
+    ran = {r["name"] for r in out["recipes"]}  # a partial run (--only) keeps the other recipes' earlier results
+    out["recipes"] = [r for r in earlier if r["name"] not in ran] + out["recipes"]
+    for recipe in out["recipes"]:
+        pgrs = {loss: [r["pgr"] for r in recipe["rows"] if r["loss"] == loss and r["pgr"] is not None] for loss in {r["loss"] for r in recipe["rows"]}}
+        recipe["mean_pgr"] = {loss: round(sum(v) / len(v), 3) if v else None for loss, v in sorted(pgrs.items())}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"written to {args.out}")
 

@@ -34,6 +34,8 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from w2s.api import Example, Options, Task, W2SError
 from w2s.data import datasets_cache, read_table, require_columns
 from w2s.hookspecs import hookimpl
@@ -87,11 +89,19 @@ class EthicsTask(Task):
     class Options(Options):
         subset: Literal["justice", "deontology", "virtue", "utilitarianism", "commonsense", "commonsense_long"] = "justice"
         split: Literal["test", "test_hard"] = "test"
+        format: Literal["prompt", "text"] = Field(
+            default="prompt", description="prompt: the subset's question template (prompted models need it); text: the "
+            "example's own text (deontology: request and excuse, virtue and utilitarianism: both parts around [SEP]), "
+            "for classifier heads, to which the template's constant words add compute and no information")
 
     def __init__(self, options=None, data_dir=None):
         super().__init__(options, data_dir)
         self.label_words = LABEL_WORDS[self.options.subset]
         self.prompt_template = TEMPLATES[self.options.subset]
+
+    def render(self, example: Example) -> str:
+        """The question template filled in, or with format = "text" the example's own text."""
+        return example.text if self.options.format == "text" else super().render(example)
 
     def file_for(self, split: str) -> Path:
         """The original CSV that holds `split` (test maps to the file chosen by option `split`)."""

@@ -34,7 +34,7 @@ def figures(store: Store, study_id: str, out_dir: Path) -> dict[str, Path]:
     curves = plots.curve_rows(store, study_id)
     if curves:
         out["curves"] = plots.curves_figure(curves, out_dir / "curves.png")
-    sized = scaling.scaling_rows(store, study_id)
+    sized = scaling.sized_rows(store, study_id)
     grid = plots.grid_rows(store, study_id)
     if grid and len({r["task"] for r in sized}) <= 1:  # its lines pool tasks; a [[task]] grid gets per-task panels below
         out["grid"] = plots.grid_figure(grid, out_dir / "grid_pgr.png")

@@ -1,7 +1,7 @@
 """Burns et al.'s Figure 3 for a grid study: accuracy and PGR against the strong model's size.
 
 Rows are plain dicts, one per (task, weak, strong, loss, seed) evaluate stage, with the measured
-sizes of both models attached (`scaling_rows` reads them from the store; the burns_mini benchmark
+sizes of both models attached (`sized_rows` reads them from the store; the burns_mini benchmark
 reads the same rows back from its committed JSON), so the figures draw from either source.
 
 Size is the measured non-embedding parameter count of the fitted model (`n_params_non_embedding`,
@@ -35,14 +35,11 @@ def model_sizes(store: Store, study_id: str) -> dict[str, dict[str, float]]:
     return sizes
 
 
-def scaling_rows(store: Store, study_id: str) -> list[dict]:
-    """Evaluate rows with each side's measured size; empty unless at least two strong models have a size."""
+def sized_rows(store: Store, study_id: str) -> list[dict]:
+    """The study's evaluate rows, each with both models' measured sizes (None where a model recorded none)."""
     sizes = model_sizes(store, study_id)
-    rows = [{**r, "weak_size": sizes.get(r["weak"], {}).get(SIZE), "strong_size": sizes.get(r["strong"], {}).get(SIZE),
+    return [{**r, "weak_size": sizes.get(r["weak"], {}).get(SIZE), "strong_size": sizes.get(r["strong"], {}).get(SIZE),
              "strong_n_params": sizes.get(r["strong"], {}).get("n_params")} for r in evaluate_rows(store, study_id)]
-    if len({r["strong"] for r in rows if r["strong_size"]}) < 2:
-        return []
-    return rows
 
 
 def _label_order(rows: list[dict], key: str, size: str) -> list[str]:
@@ -191,8 +188,9 @@ def median_pgr_figure(summary: list[dict], path: Path) -> Path:
 
 
 def write_figures(rows: list[dict], out_dir: Path) -> dict[str, Path]:
-    """The three scaling figures of a grid study; {} without sized rows."""
-    if not rows:
+    """The three scaling figures of a grid study; {} unless at least two strong models have a measured size."""
+    rows = [r for r in rows if r.get("strong_size")]
+    if len({r["strong"] for r in rows}) < 2:
         return {}
     out_dir = Path(out_dir)
     return {"scaling_accuracy": accuracy_figure(rows, out_dir / "scaling_accuracy.png"),
