@@ -9,7 +9,7 @@ import torch
 from w2s import metrics
 from w2s.api import Loss
 from w2s.train import cosine_with_warmup, length_buckets
-from w2s_plugins.losses import logconf_loss, product_loss, warmup_coef, xent_loss
+from w2s_plugins.losses import entropy_loss, kl_loss, logconf_loss, product_loss, warmup_coef, window_loss, xent_loss
 
 
 def test_pgr_values_and_undefined_gap():
@@ -118,6 +118,124 @@ def test_loss_object_applies_its_options():
     logits, targets = torch.randn(8, 2), torch.softmax(torch.randn(8, 2), -1)
     assert loss(logits, targets, 1.0).item() == pytest.approx(logconf_loss(logits, targets, 1.0, loss.options).item())
 
+
+
+# -- EleutherAI/w2s's entropy, window and kl, checked against plain-python arithmetic ---------------
+LOGITS = [[2.0, -1.0], [0.5, 0.5], [-1.0, 3.0]]
+WEAK = [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]]
+
+
+def py_softmax(row):
+    exps = [math.exp(x - max(row)) for x in row]
+    return [e / sum(exps) for e in exps]
+
+
+def py_xent(row, target):
+    return -sum(t * math.log(p) for t, p in zip(target, py_softmax(row)))
+
+
+def py_entropy(row):
+    return -sum(p * math.log(p) for p in py_softmax(row))
+
+
+def test_entropy_loss_mixes_xent_and_student_entropy_by_hand():
+    logits, targets = torch.tensor(LOGITS), torch.tensor(WEAK)
+    opts = {"alpha_max": 0.5, "warmup_frac": 0.1}
+    for step_frac, alpha in ((1.0, 0.5), (0.05, 0.25)):
+        expected = sum((1 - alpha) * py_xent(r, t) + alpha * py_entropy(r) for r, t in zip(LOGITS, WEAK)) / 3
+        assert entropy_loss(logits, targets, step_frac, opts).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_entropy_loss_is_xent_before_warmup_and_minimises_entropy_after():
+    logits, targets = torch.tensor(LOGITS, requires_grad=True), torch.tensor(WEAK)
+    opts = {"alpha_max": 1.0, "warmup_frac": 0.2}
+    assert entropy_loss(logits, targets, 0.0, opts).item() == pytest.approx(sum(map(py_xent, LOGITS, WEAK)) / 3, abs=1e-6)
+    # past warm-up with alpha_max = 1 the loss is the mean entropy alone, and its gradient is live (the reference's
+    # detached target would give zero): dH/dz_k = -p_k (log p_k + H), over the batch of 3
+    entropy_loss(logits, targets, 0.5, opts).backward()
+    for row, grad in zip(LOGITS, logits.grad.tolist()):
+        probs, h = py_softmax(row), py_entropy(row)
+        for p, g in zip(probs, grad):
+            assert g == pytest.approx(-p * (math.log(p) + h) / 3, abs=1e-6)
+    assert logits.grad[0, 0] < 0 < logits.grad[0, 1]  # descending makes example 0 more confident in class 0
+
+
+def test_window_loss_keeps_only_examples_the_student_is_unsure_of():
+    # radius 0.15 keeps max prob < 0.65: example 1 (0.5, 0.5) only; examples 0 (0.95) and 2 (0.98) drop out,
+    # and the sum is divided by the whole batch of 3
+    opts = {"radius": 0.15}
+    value = window_loss(torch.tensor(LOGITS), torch.tensor(WEAK), 0.5, opts).item()
+    assert value == pytest.approx(py_xent(LOGITS[1], WEAK[1]) / 3, abs=1e-6)
+    assert value == pytest.approx(math.log(2) / 3, abs=1e-6)
+    moved = [[5.0, -2.0], [0.5, 0.5], [-1.0, 1.0]]  # dropped examples change but stay confident (0.999, 0.88)
+    assert window_loss(torch.tensor(moved), torch.tensor(WEAK), 0.5, opts).item() == pytest.approx(value, abs=1e-6)
+    kept_moved = [[2.0, -1.0], [0.7, 0.5], [-1.0, 3.0]]  # the kept example changes: the loss does too
+    expected = py_xent(kept_moved[1], WEAK[1]) / 3
+    assert window_loss(torch.tensor(kept_moved), torch.tensor(WEAK), 0.5, opts).item() == pytest.approx(expected, abs=1e-6)
+    # the widest window keeps all three: plain xent
+    wide = window_loss(torch.tensor(LOGITS), torch.tensor(WEAK), 0.5, {"radius": 0.5}).item()
+    assert wide == pytest.approx(sum(map(py_xent, LOGITS, WEAK)) / 3, abs=1e-6)
+
+
+def test_window_loss_with_every_example_dropped_is_a_zero_with_a_zero_gradient():
+    logits = torch.tensor([[2.0, -1.0], [-1.0, 3.0]], requires_grad=True)
+    value = window_loss(logits, torch.tensor([[0.9, 0.1], [0.2, 0.8]]), 0.5, {"radius": 0.15})
+    assert value.item() == 0.0 and not torch.isnan(value)
+    value.backward()
+    assert logits.grad is not None and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_window_loss_multiclass_uses_the_argmax_probability():
+    logits = [[1.0, 0.0, 0.0], [3.0, 0.0, 0.0]]  # max probs e/(e+2) = 0.58 (kept), e^3/(e^3+2) = 0.91 (dropped)
+    targets = [[0.2, 0.5, 0.3], [0.6, 0.2, 0.2]]
+    value = window_loss(torch.tensor(logits), torch.tensor(targets), 0.5, {"radius": 0.15}).item()
+    assert value == pytest.approx(py_xent(logits[0], targets[0]) / 2, abs=1e-6)
+
+
+def test_kl_loss_by_hand_with_zero_targets():
+    targets = [[1.0, 0.0], [0.4, 0.6], [0.2, 0.8]]  # 0 log 0 = 0 in the first row
+    expected = sum(sum(w * (math.log(w) - math.log(p)) for w, p in zip(t, py_softmax(r)) if w > 0)
+                   for r, t in zip(LOGITS, targets)) / 3
+    assert kl_loss(torch.tensor(LOGITS), torch.tensor(targets), 0.5, {}).item() == pytest.approx(expected, abs=1e-6)
+    multi = [[0.5, 0.0, 0.5]]
+    expected = sum(w * (math.log(w) - math.log(p)) for w, p in zip(multi[0], py_softmax([1.0, 2.0, 0.0])) if w > 0)
+    assert kl_loss(torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor(multi), 0.5, {}).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_kl_loss_is_zero_when_the_student_matches_and_trains_like_xent():
+    logits = torch.tensor(LOGITS, requires_grad=True)
+    same = torch.softmax(logits, -1).detach()
+    assert kl_loss(logits, same, 0.5, {}).item() == pytest.approx(0.0, abs=1e-6)
+    kl_loss(logits, torch.tensor(WEAK), 0.5, {}).backward()
+    expected = [[(p - w) / 3 for p, w in zip(py_softmax(r), t)] for r, t in zip(LOGITS, WEAK)]
+    assert logits.grad.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+
+
+@pytest.mark.parametrize("table,expect", [
+    ('name = "window"\n[losses.options]\nradius = -0.1', "losses[1].options.radius: Input should be greater than 0"),
+    ('name = "entropy"\n[losses.options]\nalpha_max = 1.5', "losses[1].options.alpha_max: Input should be less than or equal to 1"),
+    ('name = "kl"\n[losses.options]\nradius = 0.2', "losses[1].options: loss 'kl' takes no options"),
+], ids=["window-radius", "entropy-alpha_max", "kl-options"])
+def test_new_loss_bad_options_are_one_line_study_errors(runner, tmp_path, sentiment_dir, table, expect):
+    from conftest import sst2_study
+    from w2s.commands.cli import cli
+
+    f = tmp_path / "bad.toml"
+    f.write_text(sst2_study(sentiment_dir, 'model = "bow"', extra=f'[[losses]]\nname = "xent"\n[[losses]]\n{table}\n'))
+    result = runner.invoke(cli, ["study", "run", str(f), "--db", str(tmp_path / "w2s.db")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0 and "Traceback" not in result.output and len(lines) == 1, result.output
+    assert str(f) in lines[0] and expect in lines[0]
+
+
+def test_new_losses_are_registered_with_their_defaults():
+    from w2s import plugins
+
+    registered = plugins.losses()
+    assert {"entropy", "window", "kl"} <= set(registered)
+    assert plugins.make_loss("entropy", {}, "loss").options == {"alpha_max": 0.5, "warmup_frac": 0.08}
+    assert plugins.make_loss("window", {}, "loss").options == {"radius": 0.15}
+    assert plugins.make_loss("kl", {}, "loss").options == {}
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
