@@ -43,6 +43,7 @@ class Example:
     label: int
     choices: tuple[str, ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    pair: tuple[str, str] | None = None  # pairwise tasks: the two texts compared; label = index of the preferred one
 
 
 # Stage keys, scheme 2 (current): content-addressed. A task is identified by its name, version and the
@@ -76,7 +77,7 @@ class Task:
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
-    kind: ClassVar[str] = "binary"  # "binary" | "multiple_choice" | "generation"
+    kind: ClassVar[str] = "binary"  # "binary" | "multiple_choice" | "generation" | "pairwise"
     description: ClassVar[str] = ""
     label_words: ClassVar[tuple[str, ...]] = ("no", "yes")
     prompt_template: ClassVar[str] = "{text}\nAnswer:"
@@ -133,6 +134,20 @@ def data_root_folder(task_name: str) -> Path | None:
         return None
     folder = Path(root).expanduser() / task_name
     return folder if folder.is_dir() else Path(root).expanduser()
+
+
+def is_pairwise(task: Task) -> bool:
+    """A preference task: each example is a pair (a, b) and its label the index of the preferred side. A reward
+    model scores each side alone, and P(b preferred) = sigmoid(r(b) - r(a)) (Bradley-Terry): the two-way
+    distribution softmax([r(a), r(b)]), so every loss and metric of a binary task applies unchanged."""
+    return task.kind == "pairwise"
+
+
+def check_reward_model(model: "Model", task: Task) -> None:
+    """Plan-time: a pairwise task needs a model that scores single texts (capability "reward")."""
+    if is_pairwise(task) and "reward" not in model.capabilities:
+        raise W2SError(f"model {model.label!r} ({model.name}) cannot score a single text, so it cannot be a reward model for "
+                       f"the pairwise task {task.name}; use a model with the reward capability (bow, hf with a classifier head)")
 
 
 def has_own_choices(task: Task, examples: Sequence[Example]) -> bool:
@@ -218,6 +233,10 @@ class Trained:
     def score_many(self, prompts: list[str], choices: list[Sequence[str]], ctx: StageContext | None = None) -> list[np.ndarray]:
         """Prompt-capable models: the log-probability of each choice after each prompt (cross-task evals, baselines)."""
         raise NotImplementedError(f"{type(self).__name__} cannot score prompts")
+
+    def rewards(self, texts: Sequence[str]) -> np.ndarray:
+        """Reward models (pairwise tasks): one scalar per text, scored alone."""
+        raise NotImplementedError(f"{type(self).__name__} is not a reward model")
 
     def parameter_counts(self) -> dict[str, int]:
         """The fitted model's measured size: {"n_params": every weight, "n_params_non_embedding": without the

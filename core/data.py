@@ -10,6 +10,7 @@ under $W2S_HOME/datasets and shows no progress bars for local files.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -42,6 +43,11 @@ def label_key(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
+
+
+def row_seed(*texts: str) -> int:
+    """A seed derived from a row's text: the same on every run and machine (e.g. to show a pair in a stable random order)."""
+    return int(hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:8], 16)
 
 
 def read_table(path: Path, delimiter: str | None = None, *, columns: Sequence[str] = (), label_column: str | Sequence[str] | None = None,

@@ -68,6 +68,11 @@ def resolve_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def token_length(encoded: dict) -> int:
+    """Tokens of one encoded example: its input_ids, or both sides' (a_input_ids, b_input_ids) for a pair."""
+    return sum(len(v) for k, v in encoded.items() if k.endswith("input_ids"))
+
+
 def length_buckets(lengths: Sequence[int], batch_size: int, rng: np.random.Generator, shuffle: bool = True) -> list[list[int]]:
     """Batches of similar length: shuffle, sort within chunks of 50 batches, shuffle the batches."""
     order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
@@ -116,7 +121,7 @@ def fit_module(
 
     seed_everything(ctx.seed)
     rng = np.random.default_rng(ctx.seed)
-    lengths = [len(e.get("input_ids", ())) for e in encoded]
+    lengths = [token_length(e) for e in encoded]
     best = BestCheckpoint(module, evaluate, ctx) if evaluate else None
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_batches = max(1, int(round(steps_per_epoch * cfg.epochs)))
@@ -186,7 +191,7 @@ def predict_module(module, encoded: list[dict], cfg: TrainConfig, collate, devic
     import torch
 
     module.eval()
-    lengths = [len(e.get("input_ids", ())) for e in encoded]
+    lengths = [token_length(e) for e in encoded]
     batches = length_buckets(lengths, cfg.eval_batch_size, np.random.default_rng(0), shuffle=False)
     out: list[np.ndarray | None] = [None] * len(encoded)
     with torch.inference_mode():

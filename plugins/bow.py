@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from w2s.api import BaseOptions, Model, Options, Trained
+from w2s.api import BaseOptions, Model, Options, Trained, is_pairwise
 from w2s.hookspecs import hookimpl
+from w2s_plugins.bow_reward import BowRewardTrained, fit_bow_reward
 
 
 class BowTrained(Trained):
@@ -37,7 +38,7 @@ class BowModel(Model):
     name = "bow"
     version = "1"
     description = "bag-of-words logistic regression (scikit-learn): a fast, weak supervisor"
-    capabilities = frozenset({"finetune"})
+    capabilities = frozenset({"finetune", "reward"})  # reward: a linear reward over words on pairwise tasks (bow_reward.py)
 
     class Options(Options):
         ngram_max: int = Field(default=1, ge=1, le=3)
@@ -55,6 +56,10 @@ class BowModel(Model):
         from sklearn.pipeline import make_pipeline
 
         o, t = self.options, self.train
+        if is_pairwise(task):
+            trained = fit_bow_reward(o, t, examples, np.asarray(soft_targets), ctx.seed)
+            ctx.log_curve(1, "train_acc", float((trained.predict(examples, task).argmax(1) == np.asarray(soft_targets).argmax(1)).mean()))
+            return trained
         texts = [e.text for e in examples]
         k = soft_targets.shape[1]
         # One weighted copy of each example per class: the logistic loss then equals soft cross-entropy.
@@ -71,7 +76,10 @@ class BowModel(Model):
         return trained
 
     def load(self, path, task):
-        pipeline, num_labels = pickle.loads(Path(path).read_bytes())
+        saved = pickle.loads(Path(path).read_bytes())
+        if saved[0] == "reward":
+            return BowRewardTrained(*saved[1:])
+        pipeline, num_labels = saved
         return BowTrained(pipeline, num_labels)
 
 

@@ -30,14 +30,13 @@ cross-task evaluation draws its k-shot examples from the rows of the test file t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from w2s.api import Example, Options, Task, W2SError
-from w2s.data import datasets_cache, read_table, require_columns
+from w2s.data import datasets_cache, read_table, require_columns, row_seed
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "hendrycks/ethics"
@@ -68,11 +67,6 @@ COLUMNS = {"justice": ["label", "scenario"], "deontology": ["label", "scenario",
            "commonsense": ["label", "input", "is_short"], "commonsense_long": ["label", "input", "is_short"]}
 
 
-def row_seed(*texts: str) -> int:
-    """A seed derived from a row's text: the same on every run and machine."""
-    return int(hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:8], 16)
-
-
 def is_true(value) -> bool:
     """CSV booleans arrive as bool or as the strings 'True'/'False'."""
     return value if isinstance(value, bool) else str(value).strip().lower() in {"true", "1"}
@@ -93,11 +87,20 @@ class EthicsTask(Task):
             default="prompt", description="prompt: the subset's question template (prompted models need it); text: the "
             "example's own text (deontology: request and excuse, virtue and utilitarianism: both parts around [SEP]), "
             "for classifier heads, to which the template's constant words add compute and no information")
+        framing: Literal["first_or_second", "preference"] = Field(
+            default="first_or_second", description="utilitarianism only. first_or_second: one text, which of the two is more "
+            "pleasant (a classifier); preference: a pairwise task, each scenario scored alone by a reward model, "
+            "P(second preferred) = sigmoid(r(second) - r(first))")
 
     def __init__(self, options=None, data_dir=None):
         super().__init__(options, data_dir)
         self.label_words = LABEL_WORDS[self.options.subset]
         self.prompt_template = TEMPLATES[self.options.subset]
+        if self.options.framing == "preference":
+            if self.options.subset != "utilitarianism":
+                raise W2SError(f"task ethics: framing = 'preference' applies to subset utilitarianism (pairs of scenarios), "
+                               f"not {self.options.subset}; remove it")
+            self.kind = "pairwise"
 
     def render(self, example: Example) -> str:
         """The question template filled in, or with format = "text" the example's own text."""
@@ -179,6 +182,7 @@ class EthicsTask(Task):
             text=f"{first} [SEP] {second}",
             label=int(swap),
             meta={"first": first, "second": second},
+            pair=(first, second),
         )
 
 

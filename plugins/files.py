@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from w2s.api import Example, Options, Task, W2SError
-from w2s.data import hub_dataset, label_key, read_table, require_columns
+from w2s.data import hub_dataset, label_key, read_table, require_columns, row_seed
 from w2s.hookspecs import hookimpl
 
 
@@ -36,15 +37,26 @@ class FilesOptions(Options):
     revision: str | None = None
     train_split: str = "train"
     test_split: str = "test"
-    text_columns: list[str] = Field(min_length=1)
+    text_columns: list[str] = Field(default=[], description="the text columns (classification); pairs use pair_columns")
     separator: str = "\n"
     template: str = "{text}\nAnswer:"
     label_column: str = "label"
-    label_words: list[str] = Field(min_length=2)
+    label_words: list[str] | None = Field(default=None, min_length=2, description="required for classification")
     label_map: dict[str, int] | None = None
+    pairs: Literal["chosen_rejected", "a_b"] | None = Field(
+        default=None, description="a pairwise (preference) task: chosen_rejected = columns chosen and rejected (HH-RLHF); "
+        "a_b = columns a and b plus label_column (0: a preferred, 1: b preferred)")
+    pair_columns: list[str] | None = Field(default=None, min_length=2, max_length=2,
+                                           description="the two text columns of a pair (default: chosen, rejected or a, b)")
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.pairs is None and not self.text_columns:
+            raise ValueError("set text_columns (the columns holding the text), or pairs for a preference task")
+        if self.pairs is None and not self.label_words:
+            raise ValueError("set label_words (one word per label index), or pairs for a preference task")
+        if self.pairs is not None and self.text_columns:
+            raise ValueError("a pairwise task reads pair_columns, not text_columns; remove text_columns")
         if self.hub is None and not (self.train and self.test):
             raise ValueError("set both train and test (file paths) or hub (an HF dataset id)")
         if self.hub is not None and (self.train or self.test):
@@ -53,10 +65,18 @@ class FilesOptions(Options):
         unknown = sorted(fields - set(self.text_columns) - {"text"})
         if unknown:
             raise ValueError(f"template uses {unknown}, which are not text_columns; add them to text_columns or fix the template")
-        bad = {k: v for k, v in (self.label_map or {}).items() if not 0 <= v < len(self.label_words)}
+        words = self.label_words or PAIR_WORDS
+        bad = {k: v for k, v in (self.label_map or {}).items() if not 0 <= v < len(words)}
         if bad:
-            raise ValueError(f"label_map values {bad} are outside 0..{len(self.label_words) - 1} (indexes into label_words)")
+            raise ValueError(f"label_map values {bad} are outside 0..{len(words) - 1} (indexes into label_words)")
         return self
+
+    @property
+    def columns_of_pair(self) -> list[str]:
+        return self.pair_columns or (["chosen", "rejected"] if self.pairs == "chosen_rejected" else ["a", "b"])
+
+
+PAIR_WORDS = ["first", "second"]  # a pair's label: the index of the preferred side as shown
 
 
 class FilesTask(Task):
@@ -71,9 +91,9 @@ class FilesTask(Task):
 
     def __init__(self, options=None, data_dir=None):
         super().__init__(options, data_dir)
-        self.label_words = tuple(self.options.label_words)
+        self.label_words = tuple(self.options.label_words or PAIR_WORDS)
         self.prompt_template = self.options.template
-        self.kind = "binary" if len(self.label_words) == 2 else "multiple_choice"
+        self.kind = "pairwise" if self.options.pairs else "binary" if len(self.label_words) == 2 else "multiple_choice"
 
     def path(self, name: str) -> Path:
         path = Path(name).expanduser()
@@ -89,6 +109,13 @@ class FilesTask(Task):
         path = self.path(o.train if split == "train" else o.test)
         fix = "add it to task.options.label_map or fix the row" if o.label_map is not None else \
             "add task.options.label_map = { raw = index, ... } or fix the row"
+        if o.pairs == "chosen_rejected":
+            return read_table(path, columns=o.columns_of_pair, hint="set task.options.pair_columns to the file's chosen and "
+                              "rejected columns"), str(path)
+        if o.pairs == "a_b":
+            return read_table(path, columns=o.columns_of_pair, label_column=o.label_column, label_values=self.label_texts(),
+                              hint="set task.options.pair_columns and label_column to columns of the file",
+                              label_fix="a preference label is 0 (first column preferred) or 1 (second); " + fix), str(path)
         return read_table(path, columns=o.text_columns, label_column=o.label_column, label_values=self.label_texts(),
                           hint="set task.options.label_column and text_columns to columns of the file", label_fix=fix), str(path)
 
@@ -100,6 +127,8 @@ class FilesTask(Task):
     def load(self, split: str) -> list[Example]:
         o = self.options
         rows, where = self.rows(split)
+        if o.pairs:
+            return self.load_pairs(split, rows, where)
         require_columns(rows, [o.label_column], f"task.options.label_column: {where}", "set label_column to one of them")
         require_columns(rows, o.text_columns, f"task.options.text_columns: {where}", "list only existing columns")
         out = []
@@ -107,6 +136,25 @@ class FilesTask(Task):
             fields = {c: str(r[c]).strip() for c in o.text_columns}
             text = o.separator.join(fields.values())
             out.append(Example(id=f"{split}-{i}", text=text, label=self.label_of(r[o.label_column], where, i), meta=fields))
+        return out
+
+    def load_pairs(self, split: str, rows, where: str) -> list[Example]:
+        """Preference pairs. chosen/rejected rows are shown in a row-seeded random order (the label is where the
+        chosen one landed), so neither side is always right; a/b rows keep their order and label."""
+        o = self.options
+        first, second = o.columns_of_pair
+        require_columns(rows, [first, second], f"task.options.pair_columns: {where}", "set pair_columns to two columns of the file")
+        if o.pairs == "a_b":
+            require_columns(rows, [o.label_column], f"task.options.label_column: {where}", "set label_column to the preference column")
+        out = []
+        for i, r in enumerate(rows):
+            a, b = str(r[first]).strip(), str(r[second]).strip()
+            if o.pairs == "chosen_rejected":
+                label = row_seed(a, b) % 2  # 1: the chosen text is shown second
+                a, b = (b, a) if label else (a, b)
+            else:
+                label = self.label_of(r[o.label_column], where, i)
+            out.append(Example(id=f"{split}-{i}", text=f"{a}{o.separator}{b}", label=label, meta={"first": a, "second": b}, pair=(a, b)))
         return out
 
     def label_of(self, value, where: str, index: int) -> int:

@@ -11,11 +11,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from w2s.api import KEY_SCHEME, Model, Options, Resources, Trained, W2SError, WeightsPackage
+from w2s.api import KEY_SCHEME, Model, Options, Resources, Trained, W2SError, WeightsPackage, is_pairwise
 from w2s.hookspecs import hookimpl
 from w2s.train import TrainConfig, fit_module, parameter_counts, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
+from w2s_plugins.hf_reward import collate_pairs, encode_pairs, pair_reward_class
 from w2s_plugins.hf_loading import check_loadable, load_pretrained, portable_path, report_truncation
 
 
@@ -88,9 +89,25 @@ class HFTrained(Trained):
         self.tokenizer = tokenizer
         self.owner = owner
 
+    @property
+    def pairwise(self) -> bool:
+        return isinstance(self.module, pair_reward_class())
+
     def predict(self, examples, task, ctx=None):
-        encoded = self.owner.encode(self.tokenizer, examples, task, ctx)
-        return predict_module(self.module, encoded, self.owner.train, self.owner.collate(self.tokenizer), self.owner.device)
+        """Class probabilities; a reward model's are [P(a preferred), P(b preferred)] per pair."""
+        if self.pairwise:
+            encoded, collate = encode_pairs(self.owner, self.tokenizer, examples, task, ctx), collate_pairs(self.tokenizer)
+        else:
+            encoded, collate = self.owner.encode(self.tokenizer, examples, task, ctx), self.owner.collate(self.tokenizer)
+        return predict_module(self.module, encoded, self.owner.train, collate, self.owner.device)
+
+    def rewards(self, texts):
+        """The scalar reward of each text, scored alone (reward models only)."""
+        if not self.pairwise:
+            raise W2SError(f"{self.owner.label} was trained as a classifier, not a reward model; rewards need a pairwise task")
+        encoded = self.owner.encode_texts(self.tokenizer, list(texts))
+        return predict_module(self.module.scorer, encoded, self.owner.train, self.owner.collate(self.tokenizer), self.owner.device,
+                              softmax=False)[:, 0]
 
     def parameter_counts(self):
         return parameter_counts(self.module)
@@ -105,7 +122,8 @@ class HFTrained(Trained):
         backbone.save_pretrained(path / "backbone")
         self.tokenizer.save_pretrained(path / "backbone")
         _torch().save(self.module.head.state_dict(), path / "head.pt")
-        (path / "w2s.json").write_text(json.dumps({"pooling": self.module.pooling, "num_labels": self.module.head.out_features}))
+        (path / "w2s.json").write_text(json.dumps({"pooling": self.module.pooling, "num_labels": self.module.head.out_features,
+                                                   "pairwise": self.pairwise}))
 
     def free(self):
         self.module = None
@@ -117,7 +135,8 @@ class HFModel(Model):
     name = "hf"
     version = "1"
     description = "any Hugging Face encoder or causal LM (hub id, local folder or GGUF) with a pooled linear head"
-    capabilities = frozenset({"finetune", "linear_probe", "logistic_regression", "early_stopping", "prompt"})  # prompt: with head = "lm"
+    capabilities = frozenset({"finetune", "linear_probe", "logistic_regression", "early_stopping", "prompt", "reward"})
+    # prompt: with head = "lm"; reward: a scalar head scored on each side of a pair (pairwise tasks, hf_reward.py)
     aliases = {"bert": {"path": "bert-base-uncased"}, "gpt2": {"path": "gpt2"}, "minilm-l6": _minilm(), "smollm2-135m": _smollm2()}
     packages = PACKAGES
 
@@ -181,7 +200,10 @@ class HFModel(Model):
 
     def encode(self, tokenizer, examples, task, ctx=None) -> list[dict]:
         """Token ids of the rendered examples, cut to max_length; with `ctx`, the truncated share is recorded."""
-        texts = [task.render(e) for e in examples]
+        return self.encode_texts(tokenizer, [task.render(e) for e in examples], ctx)
+
+    def encode_texts(self, tokenizer, texts: list[str], ctx=None) -> list[dict]:
+        """Token ids of `texts` as they are, cut to max_length (the truncated share recorded with `ctx`)."""
         tokenizer.truncation_side = self.truncation_side()
         report_truncation(ctx, tokenizer, texts, self.options.max_length, tokenizer.truncation_side)
         enc = tokenizer(texts, truncation=True, max_length=self.options.max_length)
@@ -213,6 +235,9 @@ class HFModel(Model):
         return Resources(cpus=1, accelerator=True)
 
     def check_fit(self, examples, loss, task):
+        if is_pairwise(task) and (self.options.head == "lm" or self.train.mode != "finetune"):
+            raise W2SError(f'{self.label}: a reward model (pairwise task {task.name}) is fine-tuned with a scalar head; '
+                           'use head = "classifier" and train.mode = "finetune"')
         if self.options.head == "lm":
             check_lm_fit(self, examples, loss, task)
         elif self.train.mode == "logistic_regression" and loss.name != "xent":
@@ -225,6 +250,12 @@ class HFModel(Model):
         if self.train.mode in ("linear_probe", "logistic_regression"):
             return fit_probe(self, examples, soft_targets, loss, task, ctx)
         seed_everything(ctx.seed)
+        if is_pairwise(task):  # Bradley-Terry: one reward per side, the pair's logits [r(a), r(b)]
+            tokenizer, scorer = self.build(1)
+            module = pair_reward_class()(scorer)
+            fit_module(module, encode_pairs(self, tokenizer, examples, task, ctx), np.asarray(soft_targets), loss, self.train,
+                       collate_pairs(tokenizer), ctx, self.device, desc=f"fit reward {self.label}")
+            return HFTrained(module, tokenizer, self)
         tokenizer, module = self.build(task.num_labels)
         encoded = self.encode(tokenizer, examples, task, ctx)
         evaluate, every = self.validation_accuracy(module, tokenizer, task, ctx)
@@ -251,6 +282,8 @@ class HFModel(Model):
         tokenizer, backbone = self._load_backbone(str(path / "backbone"), None)
         module = pooled_classifier_class()(backbone, meta["num_labels"], meta["pooling"])
         module.head.load_state_dict(_torch().load(path / "head.pt", map_location="cpu"))
+        if meta.get("pairwise"):
+            module = pair_reward_class()(module)
         return HFTrained(module.to(self.device), tokenizer, self)
 
 

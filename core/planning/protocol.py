@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from .. import plugins
-from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, fingerprint
+from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, check_reward_model, fingerprint
 from .evals import plan_evals
 from .methods import baseline_model, grid_pairs, plan_chain
 from .stage import CheckpointOf, PredictionsOf, Split, Stage
@@ -113,6 +113,7 @@ class Protocol:
 
     def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict,
                   validation: Split | None = None) -> Stage:
+        check_reward_model(model, self.task)
         model.check_fit(split.examples, loss, self.task)
         keyed = {"kind": "fit", "task": self.task.identity(), "data": split.key, "model": model.spec(), "loss": loss.spec(),
                  "targets": targets.key if targets else "ground_truth", "seed": seed}
