@@ -140,7 +140,7 @@ def is_pairwise(task: Task) -> bool:
     """A preference task: each example is a pair (a, b) and its label the index of the preferred side. A reward
     model scores each side alone, and P(b preferred) = sigmoid(r(b) - r(a)) (Bradley-Terry): the two-way
     distribution softmax([r(a), r(b)]), so every loss and metric of a binary task applies unchanged."""
-    return task.kind == "pairwise"
+    return getattr(task, "kind", None) == "pairwise"
 
 
 def check_reward_model(model: "Model", task: Task) -> None:
@@ -279,6 +279,8 @@ class Model:
     class Train(BaseOptions):  # not Model.Options: a class body sees its own earlier names
         pass
 
+    adaptation: dict | None = None  # a strong model's unsupervised task adaptation (w2s.train.AdaptConfig), set by the study
+
     def __init__(self, options: dict | None = None, train: dict | None = None):
         self.options = self.Options(**(options or {}))
         self.train = self.Train(**(train or {}))
@@ -293,6 +295,16 @@ class Model:
         """What identifies this model and its hyperparameters, for stage keys: options that differ from their
         defaults (so a new option with a default keeps every key; bump `version` when a default changes)."""
         return {"model": self.name, "version": self.version, "options": key_options(self.options), "train": key_options(self.train)}
+
+    def adapt(self, texts: Sequence[str], options: dict, ctx: StageContext) -> Path:
+        """Capability "adapt": train the pretrained weights on unlabelled task `texts` with the model's own
+        language-model loss (masked for encoders, causal for decoders); write them under ctx.artifact_dir and
+        return that folder. `options` are a validated w2s.train.AdaptConfig."""
+        raise NotImplementedError(f"model {self.name} has no unsupervised task adaptation")
+
+    def adapted(self, path: str) -> "Model":
+        """This model, starting from the adapted weights in `path` (what `adapt` wrote) instead of its pretrained ones."""
+        raise NotImplementedError(f"model {self.name} has no unsupervised task adaptation")
 
     def fit(
         self,

@@ -27,6 +27,18 @@ class TrainConfig(Options):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
+class AdaptConfig(Options):
+    """Unsupervised task adaptation (Burns et al. 5.2.2): the strong model's language-model loss on the task's
+    unlabelled transfer text, before the student and the ceiling start from the adapted weights."""
+
+    epochs: float = Field(default=1, gt=0)
+    lr: float = Field(default=5e-5, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    warmup_frac: float = Field(default=0.1, ge=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1, description="encoders: the share of tokens masked")
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and every CUDA device)."""
     import torch

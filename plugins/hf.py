@@ -13,11 +13,12 @@ from pydantic import Field
 
 from w2s.api import KEY_SCHEME, Model, Options, Resources, Trained, W2SError, WeightsPackage, is_pairwise
 from w2s.hookspecs import hookimpl
-from w2s.train import TrainConfig, fit_module, parameter_counts, predict_module, resolve_device, seed_everything
+from w2s.train import AdaptConfig, TrainConfig, fit_module, parameter_counts, predict_module, resolve_device, seed_everything
 from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
+from w2s_plugins.hf_adapt import adapt_lm
 from w2s_plugins.hf_reward import collate_pairs, encode_pairs, pair_reward_class
-from w2s_plugins.hf_loading import check_loadable, load_pretrained, portable_path, report_truncation
+from w2s_plugins.hf_loading import check_loadable, is_causal, load_pretrained, portable_path, report_truncation
 
 
 def package_dir(package: str) -> Path | None:
@@ -135,8 +136,9 @@ class HFModel(Model):
     name = "hf"
     version = "1"
     description = "any Hugging Face encoder or causal LM (hub id, local folder or GGUF) with a pooled linear head"
-    capabilities = frozenset({"finetune", "linear_probe", "logistic_regression", "early_stopping", "prompt", "reward"})
-    # prompt: with head = "lm"; reward: a scalar head scored on each side of a pair (pairwise tasks, hf_reward.py)
+    capabilities = frozenset({"finetune", "linear_probe", "logistic_regression", "early_stopping", "prompt", "reward", "adapt"})
+    # prompt: with head = "lm"; reward: a scalar head scored on each side of a pair (pairwise tasks, hf_reward.py);
+    # adapt: unsupervised task adaptation before fine-tuning (hf_adapt.py)
     aliases = {"bert": {"path": "bert-base-uncased"}, "gpt2": {"path": "gpt2"}, "minilm-l6": _minilm(), "smollm2-135m": _smollm2()}
     packages = PACKAGES
 
@@ -182,10 +184,7 @@ class HFModel(Model):
     def pooling_for(self, backbone) -> str:
         if self.options.pooling != "auto":
             return self.options.pooling
-        causal = getattr(backbone.config, "is_decoder", False) or any(
-            a.endswith("ForCausalLM") for a in (backbone.config.architectures or [])
-        ) or backbone.config.model_type in {"gpt2", "llama", "mistral", "qwen2", "gpt_neox", "phi", "gemma"}
-        return "last" if causal else "mean"
+        return "last" if is_causal(backbone.config) else "mean"
 
     def build(self, num_labels: int):
         tokenizer, backbone = self._load_backbone(self.options.path, self.options.gguf_file)
@@ -233,6 +232,16 @@ class HFModel(Model):
     def resources(self, kind):
         """One CPU (or more, as the executor gives), and a GPU when the executor offers one."""
         return Resources(cpus=1, accelerator=True)
+
+    def adapt(self, texts, options, ctx):
+        """Masked-LM (encoders) or causal-LM (decoders) training on unlabelled task text (hf_adapt.py)."""
+        return adapt_lm(self, list(texts), AdaptConfig(**options), ctx)
+
+    def adapted(self, path):
+        """The same options and hyperparameters, with the backbone read from the adapted folder (plain weights, no GGUF)."""
+        model = type(self)({**self.options.model_dump(), "path": str(path), "gguf_file": None, "revision": None}, self.train.model_dump())
+        model.label = self.label
+        return model
 
     def check_fit(self, examples, loss, task):
         if is_pairwise(task) and (self.options.head == "lm" or self.train.mode != "finetune"):

@@ -43,6 +43,15 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
     return tokenizer, model
 
 
+CAUSAL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "gpt_neox", "phi", "gemma"}
+
+
+def is_causal(config) -> bool:
+    """A decoder-only LM (last-token pooling, causal-LM adaptation), else an encoder."""
+    return bool(getattr(config, "is_decoder", False) or any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+                or config.model_type in CAUSAL_TYPES)
+
+
 def check_loadable(options, what: str, fix: str) -> None:
     """`options.path` is a local folder, in the Hugging Face cache, or a hub id the hub answers for; else a W2SError."""
     from pathlib import Path

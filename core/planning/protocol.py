@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from .. import plugins
-from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, check_reward_model, fingerprint
+from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, check_reward_model, fingerprint, is_pairwise
 from .evals import plan_evals
 from .methods import baseline_model, grid_pairs, plan_chain
 from .stage import CheckpointOf, PredictionsOf, Split, Stage
@@ -112,11 +112,13 @@ class Protocol:
         return self.stages.setdefault(stage.key, stage)
 
     def fit_stage(self, role: str, model: Model, split: Split, loss: Loss, targets: Stage | None, seed: int, labels: dict,
-                  validation: Split | None = None) -> Stage:
+                  validation: Split | None = None, init: Stage | None = None) -> Stage:
         check_reward_model(model, self.task)
         model.check_fit(split.examples, loss, self.task)
         keyed = {"kind": "fit", "task": self.task.identity(), "data": split.key, "model": model.spec(), "loss": loss.spec(),
                  "targets": targets.key if targets else "ground_truth", "seed": seed}
+        if init is not None:  # starts from the weights of an adapt stage, not the pretrained ones
+            keyed["init"] = init.key
         if validation is not None:  # oracle: checkpoint chosen by ground-truth accuracy on V
             keyed["gt_early_stopping"] = {"validation": validation.key, "eval_every": self.study.spec.gt_early_stopping.eval_every}
         source = f"{targets.labels.get('weak')} labels" if targets else "ground truth"
@@ -124,10 +126,23 @@ class Protocol:
         spec = {"task": self.task.spec(), "model": model.recipe(), "loss": loss.recipe(), "seed": seed,
                 "eval_every": keyed.get("gt_early_stopping", {}).get("eval_every")}
         inputs = {"examples": split.examples, "targets": PredictionsOf(targets.key, targets.spec["split"]) if targets else None,
-                  "validation": validation.examples if validation is not None else None}
+                  "validation": validation.examples if validation is not None else None,
+                  "init": CheckpointOf(init.key) if init is not None else None}
         deps = [targets.key] if targets else []
+        deps += [init.key] if init is not None else []
+        title += " from adapted weights" if init is not None else ""
         row = self._row("fit", role, model, loss, seed, keyed, deps)
         return self.add(Stage(fingerprint(keyed), "fit", role, title, labels, row, deps, spec, inputs, model, self.task))
+
+    def adapt_stage(self, model: Model, split: Split, seed: int, labels: dict) -> Stage:
+        """Unsupervised task adaptation (Burns et al. 5.2.2): the strong model's LM loss on `split`'s text, no labels."""
+        keyed = {"kind": "adapt", "task": self.task.identity(), "data": split.key, "model": model.spec(), "adapt": model.adaptation,
+                 "seed": seed}
+        texts = [side for e in split.examples for side in e.pair] if is_pairwise(self.task) else [self.task.render(e) for e in split.examples]
+        spec = {"task": self.task.spec(), "model": model.recipe(), "adapt": model.adaptation, "seed": seed}
+        row = self._row("adapt", "adapt", model, None, seed, keyed, [])
+        title = f"adapt {model.label} on {split.name} text (no labels)"
+        return self.add(Stage(fingerprint(keyed), "adapt", "adapt", title, labels, row, [], spec, {"texts": texts}, model, self.task))
 
     def predict_stage(self, role: str, fit: Stage, split: Split, seed: int, labels: dict) -> Stage:
         keyed = {"kind": "predict", "fit": fit.key, "data": split.key}
@@ -179,9 +194,14 @@ class Protocol:
     def pair(self, weak_labels: Stage, weak_test: Stage, strong: Model, splits: tuple, seed: int, pair: dict) -> list[Link]:
         """Ceiling, optional baseline, and per loss a student (plus its oracle twin) for one weak/strong pair."""
         a, b, v, t = splits
-        ceiling = self.fit_stage("ceiling", strong, b, self.ground_truth, None, seed, {**pair, "loss": None})
+        links = []
+        init = None
+        if strong.adaptation is not None:  # the ceiling and every student start from the adapted weights
+            init = self.adapt_stage(strong, b, seed, {**pair, "loss": None})
+            links.append((init, "adapt", init.labels))
+        ceiling = self.fit_stage("ceiling", strong, b, self.ground_truth, None, seed, {**pair, "loss": None}, init=init)
         ceiling_test = self.predict_stage("ceiling_test", ceiling, t, seed, ceiling.labels)
-        links = [(ceiling, "ceiling", ceiling.labels), (ceiling_test, "ceiling_test", ceiling.labels)]
+        links += [(ceiling, "ceiling", ceiling.labels), (ceiling_test, "ceiling_test", ceiling.labels)]
         baseline_test = None
         header = self.study.spec.study
         probe = baseline_model(strong, header.baseline, header.baseline_k_shot)
@@ -191,12 +211,12 @@ class Protocol:
             links += [(baseline, "baseline", baseline.labels), (baseline_test, "baseline_test", baseline.labels)]
         for loss in self.study.losses:
             labels = {**pair, "loss": loss.name}
-            student = self.fit_stage("student", strong, b, loss, weak_labels, seed, labels)
+            student = self.fit_stage("student", strong, b, loss, weak_labels, seed, labels, init=init)
             student_test = self.predict_stage("student_test", student, t, seed, labels)
             evaluate = self.evaluate_stage(weak_test, student_test, ceiling_test, seed, labels, baseline_test=baseline_test)
             links += [(student, "student", labels), (student_test, "student_test", labels), (evaluate, "evaluate", labels)]
             if v is not None and "early_stopping" in strong.capabilities:  # oracle diagnostic, never the headline PGR
-                oracle = self.fit_stage("student_oracle", strong, b, loss, weak_labels, seed, labels, validation=v)
+                oracle = self.fit_stage("student_oracle", strong, b, loss, weak_labels, seed, labels, validation=v, init=init)
                 oracle_test = self.predict_stage("student_oracle_test", oracle, t, seed, labels)
                 oracle_eval = self.evaluate_stage(weak_test, oracle_test, ceiling_test, seed, labels, role="oracle_evaluate")
                 links += [(oracle, "student_oracle", labels), (oracle_test, "student_oracle_test", labels), (oracle_eval, "oracle_evaluate", labels)]

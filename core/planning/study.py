@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from .. import plugins
 from ..api import Loss, Model, Options, Task, W2SError, fingerprint
+from ..train import AdaptConfig
 from ..validation import options_error
 from .evals import build_evals
 
@@ -49,6 +50,7 @@ class ModelSpec(Options):
     label: str | None = None
     options: dict[str, Any] = {}
     train: dict[str, Any] = {}
+    adapt: dict[str, Any] | None = None  # strong models: unsupervised task adaptation first (w2s.train.AdaptConfig)
 
 
 class LossSpec(Options):
@@ -274,4 +276,14 @@ def _check_models(spec: StudySpec, chain: list[Model]) -> None:
 def _model(mspec: ModelSpec, where: str) -> Model:
     model = plugins.make_model(mspec.model, mspec.options, mspec.train, where)
     model.label = mspec.label or mspec.model
+    if mspec.adapt is not None:
+        if not where.startswith("strong"):
+            raise W2SError(f"{where}.adapt: unsupervised task adaptation applies to strong models (the student and the "
+                           "ceiling start from the adapted weights); move it to a [[strong]] table")
+        if "adapt" not in model.capabilities:
+            raise W2SError(f"{where}.adapt: model {mspec.model!r} has no unsupervised task adaptation; remove adapt, or use hf")
+        try:
+            model.adaptation = AdaptConfig(**mspec.adapt).model_dump(mode="json")
+        except ValidationError as exc:
+            raise options_error(exc, f"{where}.adapt", AdaptConfig) from None
     return model

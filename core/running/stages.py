@@ -6,6 +6,8 @@ function reads only its arguments; it never opens the store or reaches into the 
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -66,6 +68,8 @@ def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
         soft = ground_truth_targets(task, examples)
     else:
         soft = as_targets(task, examples, [targets[e.id]["probs"] for e in examples])
+    if inputs.get("init"):  # the adapt stage's weights (unsupervised task adaptation), not the pretrained ones
+        model = model.adapted(inputs["init"])
     if inputs.get("validation"):
         ctx.validation = Validation(inputs["validation"], np.array([e.label for e in inputs["validation"]]), spec["eval_every"])
     trained = model.fit(examples, soft, loss, task, ctx)
@@ -73,6 +77,17 @@ def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     path = save_checkpoint(trained, ctx.artifact_dir)
     keep(str(path), trained)  # the predict stages that follow in this process skip the reload
     return StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output, artifacts={"checkpoint": str(path)})
+
+
+def run_adapt(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
+    """Unsupervised task adaptation: the model's LM loss on unlabelled task text; publishes the adapted weights."""
+    model = model_from(spec["model"])
+    written = Path(model.adapt(inputs["texts"], spec["adapt"], ctx))
+    final = ctx.artifact_dir / "checkpoint"
+    if final.exists():  # an earlier attempt's (this stage's claim is ours)
+        shutil.rmtree(final)
+    os.replace(written, final)  # one rename: a reader never sees half the weights
+    return StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output, artifacts={"checkpoint": str(final)})
 
 
 def run_predict(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
@@ -146,7 +161,7 @@ def run_eval(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[dict, dict, WorkerContext], StageResult]] = {
-    "fit": run_fit, "predict": run_predict, "evaluate": run_evaluate, "eval": run_eval}
+    "fit": run_fit, "adapt": run_adapt, "predict": run_predict, "evaluate": run_evaluate, "eval": run_eval}
 
 
 @contextmanager
