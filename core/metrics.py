@@ -55,6 +55,24 @@ def bootstrap_pgr(weak_correct, student_correct, ceiling_correct, seed: int = 0,
     return float(low), float(high)
 
 
+def bootstrap_pgr_difference(weak_correct, student_a, ceiling_a, student_b, ceiling_b, seed: int = 0,
+                             n_boot: int = N_BOOTSTRAP) -> tuple[float, float, float]:
+    """PGR(a) - PGR(b) of two student/ceiling pairs under one weak supervisor, and its 95% percentile CI,
+    resampling the shared test examples (paired across all five models), e.g. with and without adaptation."""
+    w, sa, ca, sb, cb = (np.asarray(x, dtype=float) for x in (weak_correct, student_a, ceiling_a, student_b, ceiling_b))
+    point = pgr(w.mean(), sa.mean(), ca.mean()) - pgr(w.mean(), sb.mean(), cb.mean())
+    idx = np.random.default_rng(seed).integers(0, len(w), size=(n_boot, len(w)))
+    wm = w[idx].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap_a, gap_b = ca[idx].mean(1) - wm, cb[idx].mean(1) - wm
+        samples = np.where((gap_a > 0) & (gap_b > 0), (sa[idx].mean(1) - wm) / gap_a - (sb[idx].mean(1) - wm) / gap_b, np.nan)
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < n_boot * 0.5:
+        return point, math.nan, math.nan
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
 def bootstrap_gap(weak_correct, ceiling_correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
     """95% paired percentile CI of the gap acc(ceiling) - acc(weak), resampling test examples."""
     w, c = (np.asarray(x, dtype=float) for x in (weak_correct, ceiling_correct))

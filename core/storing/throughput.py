@@ -116,8 +116,10 @@ def epochs_of(model: Any, model_json: str) -> tuple[float, float]:
 
 def stage_seconds(stage: Any, rates: Rates) -> float | None:
     """The estimated wall time of one stage (a planning Stage: kind, row, examples, model), or None without a measurement."""
-    if stage.kind not in TIMED_KINDS:
+    if stage.kind == "evaluate":
         return 0.0
+    if stage.kind not in TIMED_KINDS:  # e.g. adapt: not measured by example here
+        return None
     n = len(stage.examples)
     if n == 0:  # e.g. a skipped eval: nothing to go through
         return 0.0
