@@ -269,3 +269,17 @@ def test_last_token_pooling_ignores_pad_id(tiny_bert):
     hidden = module.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
     feats = module.features(ids, mask)
     assert torch.allclose(feats[0], hidden[0, 2]) and torch.allclose(feats[1], hidden[1, 4])
+
+
+def test_pgr_difference_is_paired_and_hand_checkable():
+    from w2s.metrics import bootstrap_pgr_difference
+
+    weak = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0] * 20)  # 0.3
+    ceiling = np.array([1, 1, 1, 1, 1, 1, 1, 0, 1, 0] * 20)  # 0.8
+    student_a = np.array([1, 1, 1, 0, 1, 1, 0, 0, 1, 0] * 20)  # 0.6: PGR 0.6
+    student_b = np.array([1, 1, 0, 0, 1, 0, 0, 0, 1, 0] * 20)  # 0.4: PGR 0.2
+    point, low, high = bootstrap_pgr_difference(weak, student_a, ceiling, student_b, ceiling, seed=0)
+    assert point == pytest.approx(0.4)
+    assert 0 < low < 0.4 < high
+    same = bootstrap_pgr_difference(weak, student_a, ceiling, student_a, ceiling)
+    assert same == (0.0, 0.0, 0.0)
