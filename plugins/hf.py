@@ -147,7 +147,8 @@ class HFModel(Model):
         gguf_file: str | None = None
         revision: str | None = None
         pooling: Literal["auto", "mean", "cls", "last"] = "auto"
-        num_layers: int | None = Field(default=None, ge=1, description="keep only the first k transformer layers")
+        num_layers: int | None = Field(
+            default=None, ge=1, description="keep only the first k transformer blocks (encoders and causal LMs, GGUF included)")
         max_length: int = Field(default=128, ge=8)
         truncation: Literal["auto", "left", "right"] = Field(
             default="auto", description="which end of a long input is cut: right keeps the start, left keeps the end "

@@ -14,7 +14,7 @@ from w2s.train import resolve_dtype
 def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file: str | None = None, hint: str = ""):
     """(tokenizer, model) for hf `options`, from `path` (default: options.path), quietly, with one-line errors.
 
-    `num_layers` keeps the first k layers; the revision applies to the configured id, not a saved folder.
+    `num_layers` keeps the first k layers (truncate_config); the revision applies to the configured id, not a saved folder.
     """
     import transformers
     from transformers import AutoConfig, AutoTokenizer
@@ -29,7 +29,7 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
         if options.num_layers:
-            config.num_hidden_layers = min(options.num_layers, config.num_hidden_layers)
+            truncate_config(config, options.num_layers)
             hf_logging.set_verbosity_error()  # the dropped layers' weights are expected to be unused
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = getattr(transformers, auto_class).from_pretrained(path, config=config, dtype=resolve_dtype(options.dtype), **kwargs)
@@ -41,6 +41,19 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
     return tokenizer, model
+
+
+def truncate_config(config, num_layers: int) -> None:
+    """Keep the first `num_layers` transformer blocks (encoders and causal LMs alike, GGUF included): the model is
+    built with that many blocks and loads the first k blocks' weights of the checkpoint; the rest are dropped.
+
+    Per-layer lists (`layer_types`, e.g. Qwen2's sliding/full attention pattern) are cut to match, else
+    transformers refuses to save the truncated config (num_hidden_layers must equal len(layer_types)).
+    """
+    k = min(num_layers, config.num_hidden_layers)
+    config.num_hidden_layers = k  # GPT-2 maps it to n_layer
+    if isinstance(getattr(config, "layer_types", None), (list, tuple)):
+        config.layer_types = list(config.layer_types[:k])
 
 
 CAUSAL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "gpt_neox", "phi", "gemma"}
