@@ -1,7 +1,17 @@
-"""Model chess_engine: a UCI engine (Stockfish) as a supervisor that needs no training."""
+"""Model chess_engine: a UCI engine (Stockfish) as a supervisor that needs no training.
+
+A weak supervisor needs more than a shallow search: Stockfish at depth 1 (or `nodes = 1`, which it
+rounds up to a complete depth-1/2 iteration of ~50 nodes) still solves half of the generated
+puzzles, more than a 135M-parameter LM learns to. `blunder_rate = p` makes it weaker by a known
+amount: with probability p per position it plays a uniformly random legal move instead of the
+engine's (accuracy ~ (1 - p) * engine + p / #legal moves). The coin and the move are drawn from
+a generator seeded by (study seed, example id), so a run is reproducible, and the positions that
+blunder at rate p are a subset of those at any higher rate.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -32,6 +42,19 @@ def choice_distribution(example, task, infos: list[dict], temperature_cp: float)
     return probs / probs.sum()
 
 
+def blunder_choice(example, seed: int, rate: float) -> int | None:
+    """The index of the random legal move played instead of the engine's at this example, or None (no blunder).
+
+    One generator per (seed, example id): a uniform coin u and a uniform choice index; blunder when u < rate.
+    """
+    if rate <= 0:
+        return None
+    digest = hashlib.sha256(f"chess_engine.blunder:{seed}:{example.id}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    coin, index = rng.random(), int(rng.integers(len(example.choices)))
+    return index if coin < rate else None
+
+
 def _board(example):
     import chess
 
@@ -42,7 +65,8 @@ def _board(example):
 
 
 class EngineSupervisor(Trained):
-    """A UCI engine under a fixed search limit; `predict` analyses each example's position."""
+    """A UCI engine under a fixed search limit; `predict` analyses each example's position (or blunders, see the module
+    docstring). The stage context's seed (the study seed) seeds the blunders; without a context it is 0."""
 
     def __init__(self, owner: "ChessEngineModel"):
         self.owner = owner
@@ -56,10 +80,15 @@ class EngineSupervisor(Trained):
         engine = open_engine(find_stockfish(o.path), threads=1, hash_mb=o.hash_mb)
         limit = chess.engine.Limit(depth=o.depth, nodes=o.nodes, time=o.time)
         out = []
+        seed = ctx.seed if ctx is not None else 0
         try:
             iterable = ctx.progress(examples, total=len(examples), desc="engine") if ctx else examples
             for example in iterable:
                 board = _board(example)
+                blunder = blunder_choice(example, seed, o.blunder_rate)
+                if blunder is not None:  # a random legal move, all the mass on it; the engine is not asked
+                    out.append(np.eye(len(example.choices))[blunder])
+                    continue
                 infos = engine.analyse(board, limit, multipv=o.multipv, game=example.id)  # fresh hash per position
                 out.append(choice_distribution(example, task, infos if isinstance(infos, list) else [infos], o.temperature_cp))
         finally:
@@ -78,7 +107,7 @@ class ChessEngineModel(Model):
 
     name = "chess_engine"
     version = "1"
-    description = "UCI chess engine (Stockfish) with a depth/nodes/time limit; a supervisor that needs no training"
+    description = "UCI chess engine (Stockfish) with a depth/nodes/time limit (and blunder_rate); a supervisor that needs no training"
     capabilities = frozenset({"prompt"})
 
     class Options(Options):
@@ -89,6 +118,8 @@ class ChessEngineModel(Model):
         multipv: int = Field(default=1, ge=1, le=50, description="moves scored; >1 gives a softmax over their scores")
         temperature_cp: float = Field(default=100.0, gt=0, description="softmax temperature in centipawns")
         hash_mb: int = Field(default=16, ge=1)
+        blunder_rate: float = Field(default=0.0, ge=0, le=1, description="probability of playing a uniformly random legal "
+                                    "move instead of the engine's, per position (seeded by study seed and example id)")
 
         @model_validator(mode="after")
         def _one_limit(self):

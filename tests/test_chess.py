@@ -174,6 +174,58 @@ def test_engine_supervisor_predicts_over_legal_moves(puzzle_file):
         plugins.make_model("chess_engine", {}, {}, "strong")
 
 
+class SeedCtx:
+    """The part of a predict stage's context the engine reads: the study seed and a progress wrapper."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def progress(self, iterable, total=None, desc=""):
+        return iterable
+
+
+def engine_accuracy(options, task, examples, ctx=None):
+    probs = plugins.make_model("chess_engine", options, {}, "weak").fit(examples, None, None, task, None).predict(examples, task, ctx)
+    moves = [int(np.argmax(p)) for p in probs]
+    return float(np.mean([m == e.label for m, e in zip(moves, examples)])), moves
+
+
+def test_blunder_rate_weakens_the_engine_reproducibly():
+    """On the first 40 committed puzzles: depth 6 finds 38; blunder_rate 1 plays random moves; 0.5 lies between."""
+    stockfish = stockfish_or_skip()
+    task = ChessPuzzlesTask({"file": "puzzles.csv", "count": 40}, ROOT / "studies" / "data" / "chess")
+    es = task.examples()
+    acc = {}
+    moves = {}
+    for rate in (0.0, 0.5, 1.0):
+        acc[rate], moves[rate] = engine_accuracy({"path": stockfish, "depth": 6, "blunder_rate": rate}, task, es)
+    assert acc[1.0] < acc[0.0]
+    assert acc[0.0] - acc[1.0] > 0.5  # far apart: random legal moves against a depth-6 search
+    assert min(acc[0.0], acc[1.0]) <= acc[0.5] <= max(acc[0.0], acc[1.0])
+    assert acc[0.5] not in (acc[0.0], acc[1.0])  # about half the positions blunder, so it is strictly between here
+    # the blunders at 0.5 are the same random moves as at 1.0, at a subset of the positions
+    assert all(m in (moves[0.0][i], moves[1.0][i]) for i, m in enumerate(moves[0.5]))
+    again = engine_accuracy({"path": stockfish, "depth": 6, "blunder_rate": 0.5}, task, es, SeedCtx(0))
+    assert again == (acc[0.5], moves[0.5])  # same seed (no context = seed 0), same predictions
+    other = engine_accuracy({"path": stockfish, "depth": 6, "blunder_rate": 0.5}, task, es, SeedCtx(1))[1]
+    assert other != moves[0.5]  # another study seed draws other blunders
+
+
+def test_nodes_1_is_a_search_limit_and_blunder_rate_is_validated():
+    stockfish = stockfish_or_skip()
+    task = ChessPuzzlesTask({"file": "puzzles.csv", "count": 20}, ROOT / "studies" / "data" / "chess")
+    es = task.examples()
+    probs = plugins.make_model("chess_engine", {"path": stockfish, "nodes": 1}, {}, "weak").fit(es, None, None, task, None).predict(es, task)
+    assert all(p.shape == (len(e.choices),) and p.sum() == pytest.approx(1.0) for p, e in zip(probs, es))
+    assert engine_accuracy({"path": stockfish, "nodes": 1}, task, es) == engine_accuracy({"path": stockfish, "nodes": 1}, task, es)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(W2SError, match=r"weak.options.blunder_rate"):
+            plugins.make_model("chess_engine", {"depth": 1, "blunder_rate": bad}, {}, "weak")
+    plain = plugins.make_model("chess_engine", {"depth": 1, "blunder_rate": 0.0}, {}, "weak").spec()
+    assert plain == plugins.make_model("chess_engine", {"depth": 1}, {}, "weak").spec()  # the default keeps every key
+    assert plugins.make_model("chess_engine", {"depth": 1, "blunder_rate": 0.3}, {}, "weak").spec()["options"] == {"depth": 1, "blunder_rate": 0.3}
+
+
 def test_engine_ladder_study_with_chain(runner, tmp_path):
     """Depth-1 supervises depth-6 directly and through depth 3: accuracy table, PGR rows, chain rows."""
     stockfish_or_skip()
