@@ -3,8 +3,15 @@
 Everything the engine or another plugin may ask of a plugin is declared here, typed, with a default:
 a third-party author reads this one file to know what to implement. Required: Task.load,
 Model.fit/load, Trained.predict/save. Optional (override when the model can): Model.pretrained,
-prompted, scores_prompts, estimate_cost, preflight, check_fit, check_available, packages, resources; Trained.score_many;
-Task.metrics, choice_index.
+prompted, scores_prompts, generates, estimate_cost, preflight, check_fit, check_available, packages, resources;
+Trained.score_many, generate; Task.metrics, generation_metrics, choice_index.
+
+Free generation (e.g. chess exact match and illegal-move rate) is measured by the predict stages on the
+test split: when the fitted model generates (Model.generates), the stage calls
+Task.generation_metrics(examples, generate) with `generate(examples) -> texts`, the model's greedy
+completions (Trained.generate). The task decides whether to generate at all (it costs time; chess does
+only with its option generation_metrics = true) and what to compute; the metrics are stored with the
+stage's other test metrics. Core only calls these; plugins implement them.
 """
 
 from __future__ import annotations
@@ -104,6 +111,13 @@ class Task:
 
     def metrics(self, examples: Sequence[Example], predictions: Sequence[np.ndarray]) -> dict[str, float]:
         """Extra metrics of a predict stage on tasks whose examples carry their own choices (e.g. chess exact match)."""
+        return {}
+
+    def generation_metrics(self, examples: Sequence[Example],
+                           generate: Callable[[Sequence[Example]], list[str]]) -> dict[str, float]:
+        """Metrics of free generation on a test split, stored beside `metrics` (see the module docstring). `generate`
+        returns the fitted model's greedy completion of each example's rendered prompt; call it only when the metrics
+        are wanted. Default: {} without generating."""
         return {}
 
     def choice_index(self, example: Example, text: str) -> int | None:
@@ -234,6 +248,10 @@ class Trained:
         """Prompt-capable models: the log-probability of each choice after each prompt (cross-task evals, baselines)."""
         raise NotImplementedError(f"{type(self).__name__} cannot score prompts")
 
+    def generate(self, examples: Sequence[Example], task: Task, ctx: StageContext | None = None) -> list[str]:
+        """Models that generate text (Model.generates): the greedy completion of each example's rendered prompt."""
+        raise NotImplementedError(f"{type(self).__name__} cannot generate text")
+
     def rewards(self, texts: Sequence[str]) -> np.ndarray:
         """Reward models (pairwise tasks): one scalar per text, scored alone."""
         raise NotImplementedError(f"{type(self).__name__} is not a reward model")
@@ -328,6 +346,11 @@ class Model:
     def scores_prompts(self) -> bool:
         """True when the model scores label words itself (`Trained.score_many`), as configured."""
         return "prompt" in self.capabilities
+
+    def generates(self) -> bool:
+        """True when this model, as configured, fits models that generate free text (`Trained.generate`); predict stages
+        on the test split then measure the task's generation_metrics. Default: False."""
+        return False
 
     def pretrained(self, task: Task) -> Trained:
         """The model as released, before any training; prompt-capable models score prompts with it."""

@@ -2,6 +2,10 @@
 
 A Lichess row's FEN is the position *before* the opponent's move: Moves[0] is applied first and
 Moves[1] is the move to find. Choices are the legal moves of the solving position in SAN, sorted.
+With the option generation_metrics = true, predict stages on the test split of models that generate
+(hf head = "lm") also let the model write its move freely (greedy) and store gen_exact_match,
+gen_illegal_rate and gen_illegal_moves beside the scored exact_match (w2s.api: Task.generation_metrics).
+Like every non-default task option it enters the stage keys: turning it on reruns a study's stages once.
 This entry point module also carries the `w2s chess make-puzzles` hook (see chess_commands).
 """
 
@@ -120,6 +124,9 @@ class ChessPuzzlesTask(Task):
         themes: list[str] = Field(default_factory=list, description="keep puzzles tagged with any of these themes")
         count: int | None = Field(default=None, ge=1, description="keep the first N puzzles that pass the filters")
         test_frac: float = Field(default=0.2, gt=0, lt=1)
+        generation_metrics: bool = Field(
+            default=False, description="test predict stages of generating models (hf head = lm) also generate each move "
+            "greedily and store gen_exact_match, gen_illegal_rate, gen_illegal_moves (costs one generation per test puzzle)")
 
     def __init__(self, options: dict | None = None, data_dir=None):
         super().__init__(options, data_dir)
@@ -180,6 +187,17 @@ class ChessPuzzlesTask(Task):
         correct = [not bad and int(np.argmax(p)) == e.label for e, p, bad in zip(examples, predictions, illegal)]
         n = max(1, len(examples))
         return {"exact_match": sum(correct) / n, "illegal_moves": float(sum(illegal)), "illegal_rate": sum(illegal) / n}
+
+    def generation_metrics(self, examples: Sequence[Example], generate) -> dict[str, float]:
+        """With option generation_metrics: the model's greedy free text, parsed as a move by python-chess (SAN or UCI,
+        choice_index); exact match and the illegal-move rate (an illegal or unparseable move counts as wrong). Else {}."""
+        if not self.options.generation_metrics or not examples:
+            return {}
+        rows = []
+        for example, text in zip(examples, generate(examples)):
+            index = self.choice_index(example, text)
+            rows.append(np.zeros(len(example.choices)) if index is None else np.eye(len(example.choices))[index])
+        return {f"gen_{name}": value for name, value in self.metrics(examples, rows).items()}
 
 
 @hookimpl

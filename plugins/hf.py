@@ -217,6 +217,10 @@ class HFModel(Model):
         """True when this model scores label words with its LM head (option head = "lm")."""
         return self.options.head == "lm"
 
+    def generates(self) -> bool:
+        """head = "lm" generates text (LMTrained.generate: greedy); a classifier head does not."""
+        return self.options.head == "lm"
+
     def pretrained(self, task):
         """The model before fine-tuning, scoring label words (head = "lm" only)."""
         if self.options.head != "lm":

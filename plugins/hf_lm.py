@@ -129,6 +129,12 @@ class LMTrained(Trained):
         scores = self.score_many([task.render(e) for e in examples], [task.label_words] * len(examples), ctx)
         return np.stack([softmax(s) for s in scores]) if scores else np.zeros((0, task.num_labels))
 
+    def generate(self, examples, task, ctx=None) -> list[str]:
+        """Greedy completions of the rendered prompts (up to 10 new tokens; chess: the move, checked by the task)."""
+        from w2s_plugins.lm_choices import generate_texts
+
+        return generate_texts(self, examples, task, ctx=ctx)
+
     def score(self, prompt: str, choices) -> np.ndarray:
         """Summed log-probability of each choice string after `prompt`."""
         return self.score_many([prompt], [choices])[0]

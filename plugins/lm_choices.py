@@ -73,29 +73,45 @@ def predict_choices(trained: LMTrained, examples, task, ctx=None) -> list[np.nda
     return out
 
 
-def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 10) -> list[np.ndarray]:
-    """Greedy free generation; one-hot on the named choice, all zeros when it names none (illegal move)."""
+def generate_texts(trained: LMTrained, examples, task, max_new_tokens: int = 10, ctx=None) -> list[str]:
+    """Greedy free generation: the decoded completion of each example's rendered prompt (LMTrained.generate)."""
     import torch
     from tqdm.auto import tqdm
 
     tok = trained.tokenizer
     prompts = encode_prompts(trained, examples, task)
-    out, texts = [], []
+    texts = []
     trained.lm.eval()
-    items = zip(examples, prompts)
+    items = list(zip(examples, prompts))
+    if ctx is not None:
+        items = ctx.progress(items, total=len(items), desc="generate")
+    else:
+        items = tqdm(items, total=len(items), desc="generate", unit="example", leave=False, disable=progress_disabled())
     with torch.inference_mode():
-        for e, ids in tqdm(items, total=len(examples), desc="generate moves", unit="example", leave=False, disable=progress_disabled()):
+        for e, ids in items:
             prompt = torch.tensor([ids], device=trained.owner.device)
             generated = trained.lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
                                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            text = tok.decode(generated[0, len(ids):], skip_special_tokens=True)
-            index = task.choice_index(e, text)
-            row = np.zeros(len(e.choices))
-            if index is not None:
-                row[index] = 1.0
-            out.append(row)
-            texts.append(text)
-    return out, texts
+            texts.append(tok.decode(generated[0, len(ids):], skip_special_tokens=True))
+    return texts
+
+
+def generated_rows(examples, task, texts: list[str]) -> list[np.ndarray]:
+    """One-hot on the choice each generated text names, all zeros when it names none (an illegal move)."""
+    out = []
+    for e, text in zip(examples, texts):
+        index = task.choice_index(e, text)
+        row = np.zeros(len(e.choices))
+        if index is not None:
+            row[index] = 1.0
+        out.append(row)
+    return out
+
+
+def generate_choices(trained: LMTrained, examples, task, max_new_tokens: int = 10) -> tuple[list[np.ndarray], list[str]]:
+    """Greedy free generation: (one-hot rows over each example's choices, all zeros for an illegal move; the texts)."""
+    texts = generate_texts(trained, examples, task, max_new_tokens)
+    return generated_rows(examples, task, texts), texts
 
 
 def weighted_moves(soft_targets, floor: float = 1e-3) -> list[list[tuple[int, float]]]:

@@ -407,3 +407,101 @@ def test_generative_training_teaches_the_move_and_where_it_ends(puzzle_file, tin
     generated, texts = generate_choices(trained, es, task)
     assert [t.strip() for t in texts] == [e.meta["target"] for e in es]
     assert task.metrics(es, generated) == {"exact_match": 1.0, "illegal_moves": 0.0, "illegal_rate": 0.0}
+
+
+def test_generation_metrics_are_asked_for_and_hand_checked(puzzle_file):
+    """Option off: the model is never asked to generate. On: a fixed illegal string scores 0 and is illegal everywhere."""
+    es = list(load_all(puzzle_file)[1].values())
+    asked = []
+
+    def illegal(examples):
+        asked.append(len(examples))
+        return ["Ke9"] * len(examples)
+
+    assert ChessPuzzlesTask({"file": str(puzzle_file)}).generation_metrics(es, illegal) == {} and asked == []
+    task = ChessPuzzlesTask({"file": str(puzzle_file), "generation_metrics": True})
+    assert task.generation_metrics(es, illegal) == {"gen_exact_match": 0.0, "gen_illegal_moves": 3.0, "gen_illegal_rate": 1.0}
+    targets = lambda examples: [f" {e.meta['target']}\n" for e in examples]  # noqa: E731
+    assert task.generation_metrics(es, targets) == {"gen_exact_match": 1.0, "gen_illegal_moves": 0.0, "gen_illegal_rate": 0.0}
+    assert ChessPuzzlesTask({"file": str(puzzle_file)}).identity() != task.identity()  # turning it on changes the keys
+
+
+def load_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chess_smollm2_benchmark", ROOT / "benchmarks" / "chess_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generation_metrics_are_stored_shown_and_match_the_benchmark(runner, tmp_path, tiny_char_lm):
+    """A tiny LM ladder on the committed puzzles with generation_metrics = true: every test prediction of an LM stores
+    gen_* in [0, 1], equal to what benchmarks/chess_smollm2.py's generation_metrics computes for the same checkpoint;
+    the weak LM's labels on the transfer split are not generated; study show and compare print them."""
+    import sqlite3
+
+    data = ROOT / "studies" / "data" / "chess"
+    lm = lambda label, n: f'model = "hf"\nlabel = "{label}"\noptions = {{ path = "{tiny_char_lm}", head = "lm", max_length = {n} }}\n' \
+        'train = { epochs = 20, batch_size = 4, lr = 1e-2, warmup_frac = 0.0 }\n'  # noqa: E731
+    text = lambda name: f"""
+[study]
+name = "{name}"
+seeds = [0]
+baseline = "none"
+[task]
+name = "chess_puzzles"
+data_dir = "{data}"
+n_weak_train = 4
+n_transfer = 4
+n_test = 6
+[task.options]
+file = "puzzles.csv"
+generation_metrics = true
+[weak]
+{lm("tiny-weak", 150)}
+[strong]
+{lm("tiny-strong", 160)}
+"""
+    study = tmp_path / "gen.toml"
+    study.write_text(text("gen"))
+    db = tmp_path / "w2s.db"
+    result = runner.invoke(cli, ["study", "run", str(study), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    con = sqlite3.connect(db)
+    rows = con.execute("""SELECT st.role, m.split, m.name, m.value FROM metrics m JOIN stages st ON st.key = m.stage_key
+                          WHERE m.name LIKE 'gen_%'""").fetchall()
+    stored = {(role, name): value for role, split, name, value in rows}
+    assert {split for _, split, _, _ in rows} == {"test"}
+    assert {role for role, _ in stored} == {"weak_test", "student_test", "ceiling_test"}  # not weak_labels (transfer)
+    assert {name for _, name in stored} == {"gen_exact_match", "gen_illegal_rate", "gen_illegal_moves"}
+    for (role, name), value in stored.items():
+        assert (0 <= value <= 1) if name != "gen_illegal_moves" else value in range(7)
+
+    from w2s.planning.study import load_study
+    from w2s.running.driver import Driver
+    from w2s.storing.store import Store
+
+    spec = load_study(study)
+    store = Store(db, readonly=True)
+    stages, _ = Driver(store).plan(spec)
+    test = next(s for s in stages if s.role == "student_test").examples
+    benchmark = load_benchmark()
+    for role in ("weak", "student", "ceiling"):
+        fit = next(s for s in stages if s.role == role)
+        trained = fit.model.load(store.artifact(fit.key), spec.task)
+        expected = benchmark.generation_metrics(trained, test, spec.task)
+        assert stored[(f"{role}_test", "gen_exact_match")] == pytest.approx(expected["exact_match"])
+        assert stored[(f"{role}_test", "gen_illegal_rate")] == pytest.approx(expected["illegal_rate"])
+        assert stored[(f"{role}_test", "gen_illegal_moves")] == expected["illegal_moves"]
+
+    shown = runner.invoke(cli, ["study", "show", "gen", "--db", str(db)])
+    assert shown.exit_code == 0 and "free generation" in shown.output and "gen illegal rate" in shown.output, shown.output
+    table = shown.output.split("free generation")[1].splitlines()
+    for role, label in (("weak", "weak (tiny-weak)"), ("student", "student xent (tiny-weak->tiny-strong)"), ("ceiling", "ceiling (tiny-strong)")):
+        cells = next(x for x in table if label in x).split()[-3:]
+        assert cells[:2] == [f"{stored[(f'{role}_test', n)]:.3f}" for n in ("gen_exact_match", "gen_illegal_rate")], table
+    study.write_text(text("gen-again"))  # the same stages, cached: a second study to compare with
+    assert runner.invoke(cli, ["study", "run", str(study), "--db", str(db)]).exit_code == 0
+    compared = runner.invoke(cli, ["study", "compare", "gen", "gen-again", "--db", str(db)])
+    assert compared.exit_code == 0 and "free generation" in compared.output and "gen exact match" in compared.output, compared.output

@@ -165,6 +165,7 @@ def study_show(ref, db_path, as_json, as_toml):
     """Show a study's stages and results table (REF: id, id prefix or name)."""
     from ..reporting.studies import describe
     from ..reporting.tables import results_table
+    from .generation import generation_table
 
     store = Store(db_path, readonly=True)
     if as_toml:
@@ -183,6 +184,9 @@ def study_show(ref, db_path, as_json, as_toml):
         click.echo("!: more than 10% of the stage's inputs were cut at max_length (hf options max_length, truncation)")
     click.echo("")
     click.echo(results_table(store, info["id"]))
+    generated = generation_table(store, info["id"])
+    if generated:
+        click.echo("\n" + generated)
 
 
 def truncated_cell(share) -> str:
@@ -211,8 +215,10 @@ def study_compare(refs, db_path, as_json):
     """One table of accuracies and PGR across studies, aligned by task/weak/strong/loss."""
     from ..reporting.studies import compare
     from ..reporting.tables import ci, fmt
+    from .generation import compare_generation
 
-    table = compare(Store(db_path, readonly=True), list(refs))
+    store = Store(db_path, readonly=True)
+    table = compare(store, list(refs))
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
@@ -226,6 +232,9 @@ def study_compare(refs, db_path, as_json):
     click.echo(tabulate(rows, headers=["task", "weak", "strong", "loss", "study", "weak acc", "student acc", "ceiling acc", "PGR", "PGR 95% CI", "seeds"],
                         disable_numparse=True))
     click.echo("Values are means over each study's seeds; '-' means the study has no such pair.")
+    generated = compare_generation(store, table["studies"])
+    if generated:
+        click.echo("\n" + generated)
 
 
 @study.command("rerun")

@@ -98,6 +98,9 @@ def run_predict(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     probs = as_targets(task, examples, trained.predict(examples, task, ctx))
     labels = np.array([e.label for e in examples])
     metrics = {**ctx.metrics, **{(split, k): v for k, v in prediction_metrics(task, examples, probs, labels).items()}}
+    if split == "test" and model.generates():  # free generation, when the task asks for it (w2s.api module docstring)
+        generated = task.generation_metrics(examples, lambda some: trained.generate(some, task, ctx))
+        metrics.update({(split, k): v for k, v in generated.items()})
     return StageResult(predictions={split: ([e.id for e in examples], probs, labels)}, metrics=metrics, curves=ctx.curves,
                        output=ctx.output, tables=prompt_tables(ctx.stage_key, split, examples, task, model.scores_prompts()))
 
