@@ -257,3 +257,26 @@ def test_rerun_of_a_study_with_a_relative_data_dir(tmp_path, monkeypatch):
     result = invoke("study", "rerun", "relative", "--db", db)
     progress = [line for line in result.output.splitlines() if line.startswith("[")]
     assert progress and all(line.endswith(": cached") for line in progress), result.output
+
+
+def test_rerun_of_a_study_stored_before_newer_fields_existed(tmp_path, sentiment_dir):
+    """A store written by an older w2s has no task.label, strong.adapt or study.only_tasks in its spec (nor in its
+    hash); rerun still finds the same definition and every stage cached."""
+    from w2s.api import fingerprint
+
+    db = tmp_path / "w2s.db"
+    sid = run_study(tmp_path, db, bow_study(sentiment_dir, "older"), "o.toml")
+    store = Store(db)
+    spec = json.loads(store.db["studies"].get(sid)["spec_json"])
+    del spec["task"]["label"], spec["study"]["only_tasks"]
+    for model in spec["weak"] + spec["strong"]:
+        del model["adapt"]
+    old_hash = fingerprint({k: v for k, v in spec.items() if k != "executor"})  # what the older w2s stored
+    store.db["studies"].update(sid, {"spec_json": json.dumps(spec), "hash": old_hash})
+    result = invoke("study", "rerun", "older", "--db", db)
+    progress = [line for line in result.output.splitlines() if line.startswith("[")]
+    assert progress and all(line.endswith(": cached") for line in progress), progress
+    store.db.execute("UPDATE studies SET hash = '0123456789abcdef' WHERE name = 'older'")  # a changed definition still refuses
+    store.db.conn.commit()
+    bad = CliRunner().invoke(cli, ["study", "rerun", "older", "--db", str(db)])
+    assert bad.exit_code != 0 and "no longer parses to the same spec" in bad.output

@@ -145,3 +145,17 @@ def test_task_grid_mistakes_are_one_line(runner, tmp_path, sentiment_dir, tiny_b
     assert result.exit_code != 0
     assert "study.only_tasks: no task labelled 'boolq'; the study's tasks are sst2_a, sst2_b" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_show_compare_and_rerun_read_a_task_grid(grid_store):
+    env = {"W2S_HOME": str(grid_store["root"] / "home"), "HF_HUB_OFFLINE": "1", "W2S_PROGRESS": "0"}
+    runner, db = CliRunner(), str(grid_store["db"])
+    show = runner.invoke(cli, ["study", "show", "tiny_grid", "--db", db], env=env)
+    assert show.exit_code == 0, show.output
+    assert "tasks sst2_a, sst2_b; weak bow, bert-l1; strong bert-l1, bert-l2" in show.output
+    listed = runner.invoke(cli, ["study", "list", "--db", db, "--task", "sst2_b"], env=env)
+    assert "tiny_grid" in listed.output and "sst2_a,sst2_b" in listed.output
+    rerun = runner.invoke(cli, ["study", "rerun", "tiny_grid", "--db", db], env=env)
+    assert rerun.exit_code == 0, rerun.output
+    progress = [line for line in rerun.output.splitlines() if line.startswith("[")]
+    assert progress and all(line.endswith(": cached") for line in progress)
