@@ -505,3 +505,24 @@ generation_metrics = true
     assert runner.invoke(cli, ["study", "run", str(study), "--db", str(db)]).exit_code == 0
     compared = runner.invoke(cli, ["study", "compare", "gen", "gen-again", "--db", str(db)])
     assert compared.exit_code == 0 and "free generation" in compared.output and "gen exact match" in compared.output, compared.output
+
+
+@pytest.mark.parametrize("name", ["chess_lm_ladder", "chess_lm_engine"])
+def test_issue_17_studies_plan_on_a_small_puzzle_file(tmp_path, name):
+    """The committed (not yet run) studies plan, given their puzzle file: here the first 40 committed puzzles, which are
+    what `w2s chess make-puzzles --n 40 --seed 0 --max-easy-share 0.5` writes (a shorter run is a prefix)."""
+    from w2s.planning.protocol import plan_study
+    from w2s.planning.study import load_study
+
+    lines = (ROOT / "studies" / "data" / "chess" / "puzzles.csv").read_text().splitlines()[:41]
+    (tmp_path / "ladder_puzzles.csv").write_text("\n".join(lines) + "\n")
+    study = load_study(ROOT / "studies" / f"{name}.toml", [f"task.data_dir={tmp_path}"], limit=8)
+    stages, links, *_ = plan_study(study)
+    roles = {role for _, role, _ in links}
+    assert study.task.options.generation_metrics and study.task.options.file == "ladder_puzzles.csv"
+    if name == "chess_lm_ladder":
+        assert [m.options.num_layers for m in study.chain] == [8, 16, None]
+        assert {"chain_step", "chain_direct"} <= roles
+    else:
+        assert [m.options.blunder_rate for m in study.weak] == [0.5, 0.75]
+        assert roles >= {"weak_test", "student_test", "ceiling_test", "evaluate"}
