@@ -216,9 +216,7 @@ def build(db_path: Path, n_studies: int, n_predictions: int, seed: int = 0) -> d
         if i % 100 == 99:
             conn.commit()
             print(f"  {i + 1} studies, {counts['predictions']:,} prediction rows", file=sys.stderr, flush=True)
-    conn.commit()
-    conn.execute("ANALYZE")  # what a store that ran PRAGMA optimize has; the query planner's statistics
-    conn.commit()
+    conn.commit()  # no ANALYZE: a store w2s writes has no sqlite_stat1, so the planner goes by the schema alone
     conn.close()
     return counts
 
