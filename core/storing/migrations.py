@@ -249,3 +249,24 @@ def m006_legacy_keys(db):
     db.execute("ALTER TABLE stages ADD COLUMN legacy_key TEXT")
     db.execute("UPDATE stages SET legacy_key = key")
     db.execute("CREATE INDEX idx_stages_legacy ON stages(legacy_key)")
+
+
+@migrations()
+def m007_scale_indexes(db):
+    """Indexes for a store of thousands of studies (issue 16; benchmarks/store_scale.py measures them):
+    `study list` walks studies newest first and `study show NAME` finds a study by name; the `results` and
+    `evaluations` views read each evaluate stage's metrics by (stage_key, name) from one covering index and
+    pick evaluate links by role; artifacts are looked up by stage (checkpoints, the disk per study, delete);
+    study links by stage (rekey, shared stages, delete); `w2s gc` and the claims look for running stages, and
+    every plan asks whether any stage still has its scheme-1 key (partial indexes: only those rows)."""
+    for sql in (
+        "CREATE INDEX idx_studies_created ON studies(created, id)",
+        "CREATE INDEX idx_studies_name ON studies(name)",
+        "CREATE INDEX idx_metrics_name ON metrics(stage_key, name, value)",
+        "CREATE INDEX idx_study_stages_role ON study_stages(role, study_id)",
+        "CREATE INDEX idx_study_stages_key ON study_stages(stage_key)",
+        "CREATE INDEX idx_artifacts_stage ON artifacts(stage_key, kind)",
+        "CREATE INDEX idx_stages_running ON stages(status) WHERE status = 'running'",
+        "CREATE INDEX idx_stages_unrekeyed ON stages(key) WHERE legacy_key = key",
+    ):
+        db.execute(sql)
