@@ -93,10 +93,10 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
         status = engine.status(stages, spec, links)
         engine.check_models(stages, status)
         click.echo(f"study {spec.name}: {len(stages)} stages ({sum(s == 'done' for s in status.values())} cached)")
-        from ..storing.throughput import estimate, measured_rates, total
+        from ..storing.throughput import estimate, pending_rates, total
         from .estimates import stage_note, total_line
 
-        estimates = estimate(stages, status, measured_rates(store))  # pending stages only
+        estimates = estimate(stages, status, pending_rates(store, stages, status))  # pending stages only
         seconds = {stage.key: s for stage, s in estimates}
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")
