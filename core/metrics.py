@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
 N_BOOTSTRAP = 1000
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy, AUROC, precision, recall and F1 (binary; macro-averaged otherwise)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score  # here: 1 s of every `w2s` start otherwise
+
     probs = np.asarray(probs, dtype=float)
     labels = np.asarray(labels, dtype=int)
     preds = probs.argmax(axis=1)
@@ -28,6 +29,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
 
 def choice_accuracy(probs, labels) -> dict[str, float]:
     """Accuracy over per-example choice lists (ragged probs); a row with no mass counts as wrong."""
+    from sklearn.metrics import accuracy_score
+
     labels = np.asarray(labels, dtype=int)
     preds = np.array([int(np.argmax(p)) if float(np.sum(p)) > 0 else -1 for p in probs], dtype=int)
     return {"accuracy": float(accuracy_score(labels, preds)) if len(labels) else float("nan"), "n": float(len(labels))}
