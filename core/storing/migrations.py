@@ -253,10 +253,11 @@ def m006_legacy_keys(db):
 
 @migrations()
 def m007_scale_indexes(db):
-    """Indexes for a store of thousands of studies (issue 16; benchmarks/store_scale.py measures them):
-    `study list` walks studies newest first and `study show NAME` finds a study by name; the `results` and
-    `evaluations` views read each evaluate stage's metrics by (stage_key, name) from one covering index and
-    pick evaluate links by role; artifacts are looked up by stage (checkpoints, the disk per study, delete);
+    """Indexes for stores of thousands of studies: study list and show, the results views, artifacts, links.
+
+    Measured by benchmarks/store_scale.py (issue 16). `study list` walks studies newest first and
+    `study show NAME` finds a study by name; the `results` and `evaluations` views read each evaluate
+    stage's metrics by (stage_key, name) from one covering index and pick evaluate links by role; artifacts are looked up by stage (checkpoints, the disk per study, delete);
     study links by stage (rekey, shared stages, delete); `w2s gc` and the claims look for running stages, and
     every plan asks whether any stage still has its scheme-1 key (partial indexes: only those rows)."""
     for sql in (

@@ -36,10 +36,18 @@ def schema_markdown() -> str:
         lines += _columns(table)
         for index in table.indexes:
             if not index.name.startswith("sqlite_autoindex") and not index.name.endswith("_fts"):
-                lines.append(f"\nIndex `{index.name}` on ({', '.join(index.columns)}){' unique' if index.unique else ''}.")
+                lines.append(f"\nIndex `{index.name}` on ({', '.join(index.columns)}){' unique' if index.unique else ''}{_where(db, index)}.")
     for view in db.views:
         lines += ["", f"## View `{view.name}`", "", "```sql", view.schema.strip(), "```"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _where(db, index) -> str:
+    """' where status = 'running'' for a partial index (only the rows it names are in it), else ''."""
+    if not index.partial:
+        return ""
+    sql = next(db.query("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", [index.name]))["sql"]
+    return " where " + sql.split(" WHERE ", 1)[1].strip()
 
 
 def _columns(table) -> list[str]:
