@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..api import W2SError
-from ..storing.queries import stage_rows
+from ..storing.queries import stage_rows, study_disk
 from ..storing.store import Store
 from .tables import accuracy_rows, results
 
@@ -26,6 +26,7 @@ def describe(store: Store, ref: str) -> dict:
         "spec": json.loads(row["spec_json"]),
         "versions": json.loads(row["versions_json"] or "{}"),
         "stages": stage_rows(store, row["id"]),
+        "disk": study_disk(store, row["id"]),
         "accuracies": accuracy_rows(store, row["id"]),
         "results": res,
         "flags": sorted({f for r in res for f in json.loads(r["flags"] or "[]")}),
