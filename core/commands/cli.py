@@ -165,6 +165,7 @@ def study_show(ref, db_path, as_json, as_toml):
     """Show a study's stages and results table (REF: id, id prefix or name)."""
     from ..reporting.studies import describe
     from ..reporting.tables import results_table
+    from ..storing.queries import disk_line
     from .generation import generation_table
 
     store = Store(db_path, readonly=True)
@@ -176,6 +177,7 @@ def study_show(ref, db_path, as_json, as_toml):
         click.echo(json.dumps(info, indent=2, default=str))
         return
     click.echo(f"study {info['name']} ({info['id']}), status {info['status']}, created {info['created']}")
+    click.echo(disk_line(info["disk"]))
     click.echo(spec_summary(info["spec"]) + "\n")
     table = [[s["kind"], s["role"], s["model"], s["loss"] or "", s["seed"], s["status"], f"{s['seconds'] or 0:.1f}s",
               truncated_cell(s.get("truncated_share")), (s["error"] or "").splitlines()[0][:80] if s["error"] else ""] for s in info["stages"]]
@@ -278,6 +280,25 @@ def study_delete(ref, db_path, yes):
     done = delete_study(store, row["id"])
     click.echo(f"deleted study {row['name']} ({row['id']}): {done['stages_deleted']} stage(s), "
                f"{done['files_removed']} artifact path(s); kept {done['stages_kept']} shared stage(s)")
+
+
+@cli.command("gc")
+@db_option
+@click.option("--dry-run", is_flag=True, help="List what would be deleted and how many bytes; delete nothing.")
+@user_errors
+def gc_command(db_path, dry_run):
+    """Delete artifact folders under the store's artifacts/ that no stage in the store references."""
+    from ..storing.gc import collect, human_bytes
+
+    store = Store(db_path, readonly=True)  # never creates a store: says so when there is none
+    if not dry_run:
+        store = Store(store.path)
+    done = collect(store, dry_run=dry_run)
+    for path in done["paths"]:
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {path}")
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{len(done['paths'])} unreferenced artifact folder(s) under {store.artifacts_root}; {verb} {human_bytes(done['bytes'])}"
+               + (" (dry run: nothing was deleted)" if dry_run else ""))
 
 
 @cli.command()
