@@ -174,13 +174,23 @@ def test_gc_deletes_an_orphan_folder_and_keeps_every_referenced_artifact(stored)
     features = root / "features" / "abc"  # the hf probe's shared feature cache: not a stage folder, never touched
     features.mkdir(parents=True)
     (root / "notes.txt").write_text("mine")
+    moved = orphan(root, "1111111111111111")  # no stage has this key, but an artifact row's path points into it: kept
+    conn = sqlite3.connect(stored["db"])
+    with conn:
+        conn.execute("INSERT INTO artifacts (id, stage_key, kind, path, bytes, created) SELECT 'moved', key, 'extra', ?, 4096, 'x' "
+                     "FROM stages LIMIT 1", [str(moved / "checkpoint")])
+    conn.close()
 
     out = invoke("gc", "--db", stored["db"]).output
-    assert not lost.exists()
+    assert not lost.exists() and moved.exists()
     assert f"deleted {lost}" in out and "1 unreferenced artifact folder(s)" in out and "freed 4.1 kB" in out
     assert all(p.exists() for p in referenced)
     assert features.exists() and (root / "notes.txt").exists()
     assert "0 unreferenced artifact folder(s)" in invoke("gc", "--db", stored["db"]).output
+    conn = sqlite3.connect(stored["db"])
+    with conn:
+        conn.execute("DELETE FROM artifacts WHERE id = 'moved'")
+    conn.close()
 
 
 def test_gc_dry_run_deletes_nothing(stored):

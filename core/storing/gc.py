@@ -2,7 +2,7 @@
 
 Every stage writes its files into `<artifacts root>/<stage key>/` (checkpoints: `.../checkpoint`).
 A folder there is an orphan when its name is a stage key that the `stages` table no longer has and
-no `artifacts` row points into it (a study deleted by hand, a store rebuilt, a copy of another
+no `artifacts` row's path names it (a study deleted by hand, a store rebuilt, a copy of another
 store's folder). Anything else under the root (the hf probe's shared `features/` cache, files a user
 put there) is never touched, and neither is a folder any stage row names, whatever its status.
 
@@ -35,12 +35,16 @@ def refuse_if_running(store: Store) -> None:
                        f"{row['started']}); run gc when they finish (a stage left 'running' by a crash: rerun its study first)")
 
 
-def referenced(store: Store) -> tuple[set[str], set[Path]]:
-    """Stage keys in the store, and the resolved paths of every artifact row."""
+def stage_keys(store: Store) -> set[str]:
+    """Every stage key in the store, and every scheme-1 key a stage was stored under."""
     keys = {r["key"] for r in store.db.query("SELECT key FROM stages")}
-    keys |= {r["legacy_key"] for r in store.db.query("SELECT legacy_key FROM stages WHERE legacy_key IS NOT NULL")}
-    paths = {Path(r["path"]).resolve() for r in store.db.query("SELECT DISTINCT path FROM artifacts")}
-    return keys, paths
+    return keys | {r["legacy_key"] for r in store.db.query("SELECT legacy_key FROM stages WHERE legacy_key IS NOT NULL")}
+
+
+def named_by_an_artifact(store: Store, name: str) -> bool:
+    """Some artifact row's path has this folder name in it (a checkpoint moved or written under another key's
+    folder): kept, whatever the path's spelling of the root (symlinks, --artifact-root)."""
+    return next(store.db.query("SELECT 1 AS x FROM artifacts WHERE instr(path, ?) > 0 LIMIT 1", [name]), None) is not None
 
 
 def orphans(store: Store) -> list[Path]:
@@ -48,13 +52,13 @@ def orphans(store: Store) -> list[Path]:
     root = store.artifacts_root
     if not root.is_dir():
         return []
-    keys, paths = referenced(store)
-    holders = {p for path in paths for p in (path, *path.parents)}  # a folder that holds a referenced artifact is referenced
+    keys = stage_keys(store)
     out = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(TRASH):
             out.append(entry)
-        elif STAGE_FOLDER.match(entry.name) and entry.name not in keys and entry.resolve() not in holders and not entry.is_symlink():
+        elif (STAGE_FOLDER.match(entry.name) and entry.name not in keys and not entry.is_symlink()
+              and not named_by_an_artifact(store, entry.name)):
             out.append(entry)
     return out
 
