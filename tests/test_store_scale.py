@@ -2,6 +2,7 @@
 them, the dry run's throughput only for pending models, the disk line of `study show` and `w2s gc`."""
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -191,6 +192,7 @@ def test_gc_deletes_an_orphan_folder_and_keeps_every_referenced_artifact(stored)
     with conn:
         conn.execute("DELETE FROM artifacts WHERE id = 'moved'")
     conn.close()
+    shutil.rmtree(moved)
 
 
 def test_gc_dry_run_deletes_nothing(stored):
