@@ -20,6 +20,9 @@ class TrainConfig(Options):
     epochs: float = Field(default=2, gt=0)
     lr: float = Field(default=5e-5, gt=0)
     batch_size: int = Field(default=32, ge=1)
+    batch_tokens: int | None = Field(
+        default=None, ge=1, description="fill each training batch up to this many padded tokens (rows x longest row) "
+        "instead of batch_size examples: short texts make bigger batches; None keeps batch_size")
     eval_batch_size: int = Field(default=64, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     warmup_frac: float = Field(default=0.1, ge=0, le=1)
@@ -98,6 +101,36 @@ def length_buckets(lengths: Sequence[int], batch_size: int, rng: np.random.Gener
     return batches
 
 
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, rng: np.random.Generator, shuffle: bool = True,
+                         chunk: int = 2048) -> list[list[int]]:
+    """Batches of similar length filled up to `max_tokens` padded tokens (rows x the longest row): shuffle, sort
+    within chunks of `chunk` examples, pack in order, shuffle the batches. Every example lands in exactly one
+    batch; one longer than the budget goes alone."""
+    order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        batch: list[int] = []
+        longest = 0
+        for i in sorted(order[start : start + chunk], key=lambda i: lengths[i]):
+            if batch and (len(batch) + 1) * max(longest, lengths[i]) > max_tokens:
+                batches.append(batch)
+                batch, longest = [], 0
+            batch.append(int(i))
+            longest = max(longest, lengths[i])
+        if batch:
+            batches.append(batch)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def training_batches(lengths: Sequence[int], cfg: "TrainConfig", rng: np.random.Generator) -> list[list[int]]:
+    """One epoch's batches: by token budget when cfg.batch_tokens is set, else batch_size examples of similar length."""
+    if cfg.batch_tokens:
+        return token_budget_batches(lengths, cfg.batch_tokens, rng)
+    return length_buckets(lengths, cfg.batch_size, rng)
+
+
 def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     import torch
 
@@ -135,7 +168,10 @@ def fit_module(
     rng = np.random.default_rng(ctx.seed)
     lengths = [token_length(e) for e in encoded]
     best = BestCheckpoint(module, evaluate, ctx) if evaluate else None
-    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    if cfg.batch_tokens:  # as many batches as the first epoch packs
+        steps_per_epoch = len(training_batches(lengths, cfg, np.random.default_rng(ctx.seed)))
+    else:
+        steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_batches = max(1, int(round(steps_per_epoch * cfg.epochs)))
     total_steps = math.ceil(total_batches / cfg.grad_accum)
     params = [p for p in (parameters if parameters is not None else module.parameters()) if p.requires_grad]
@@ -149,7 +185,7 @@ def fit_module(
     bar = tqdm(total=total_batches, desc=desc, unit="batch", leave=False, disable=progress_disabled())
     while done < total_batches:
         if not batches:
-            batches = length_buckets(lengths, cfg.batch_size, rng)
+            batches = training_batches(lengths, cfg, rng)
         idx = batches.pop()
         inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
         logits = module(**inputs).float()

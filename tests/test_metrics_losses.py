@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from w2s import metrics
@@ -283,3 +285,58 @@ def test_pgr_difference_is_paired_and_hand_checkable():
     assert 0 < low < 0.4 < high
     same = bootstrap_pgr_difference(weak, student_a, ceiling, student_a, ceiling)
     assert same == (0.0, 0.0, 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=400), budget=st.integers(1, 4096), seed=st.integers(0, 10))
+def test_token_budget_batches_cover_every_example_once_within_the_budget(lengths, budget, seed):
+    from w2s.train import token_budget_batches
+
+    batches = token_budget_batches(lengths, budget, np.random.default_rng(seed), chunk=64)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))  # every example exactly once per epoch
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert padded <= budget or len(batch) == 1  # only an example longer than the budget goes over, alone
+    assert batches == token_budget_batches(lengths, budget, np.random.default_rng(seed), chunk=64)  # seeded
+
+
+def test_token_budget_makes_bigger_batches_of_short_texts():
+    from w2s.train import TrainConfig, token_budget_batches, training_batches
+
+    lengths = [8] * 100 + [64] * 100
+    batches = token_budget_batches(lengths, 512, np.random.default_rng(0))
+    short = [len(b) for b in batches if max(lengths[i] for i in b) == 8]
+    long = [len(b) for b in batches if max(lengths[i] for i in b) == 64]
+    assert max(short) == 64 and max(long) == 8  # 512 tokens: 64 rows of 8, or 8 rows of 64
+    assert sum(short) + sum(long) == 200
+    assert len(training_batches(lengths, TrainConfig(batch_size=32), np.random.default_rng(0))) == 7  # without it: batch_size
+    assert training_batches(lengths, TrainConfig(batch_tokens=512), np.random.default_rng(0)) == batches
+
+
+def test_a_fit_with_a_token_budget_trains(tiny_bert, tmp_path):
+    from conftest import write_sentiment_tsvs
+
+    from w2s.plugins import make_loss, make_model, make_task
+
+    task = make_task("sst2", {}, write_sentiment_tsvs(tmp_path / "d", n_train=160, n_test=60), "task")
+    train, test = task.load("train"), task.load("test")
+    model = make_model("hf", {"path": str(tiny_bert), "max_length": 16}, {"epochs": 6, "batch_tokens": 96, "lr": 3e-3}, "strong")
+
+    class Ctx:
+        seed, split, validation, curves = 0, None, None, []
+
+        def log_curve(self, step, name, value):
+            self.curves.append((step, name, value))
+
+        def log_metric(self, *a):
+            pass
+
+        def echo(self, *a):
+            pass
+
+    ctx = Ctx()
+    trained = model.fit(train, np.eye(2)[[e.label for e in train]], make_loss("xent", {}, "loss"), task, ctx)
+    steps = max(step for step, name, _ in ctx.curves if name == "train_loss")
+    assert steps > 6 * 160 / 32  # ~12-token sentences: 8 a batch under 96 tokens, so more steps than 32-example batches give
+    assert (trained.predict(test, task).argmax(1) == [e.label for e in test]).mean() > 0.6
