@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -221,6 +222,25 @@ def build(db_path: Path, n_studies: int, n_predictions: int, seed: int = 0) -> d
     return counts
 
 
+def copy_rows(source: Path, target: Path) -> int:
+    """Every row of every table of `source` into the same table of `target` (columns both have; FTS tables are
+    kept by the target's triggers); returns how many."""
+    conn = sqlite3.connect(target)
+    conn.execute("ATTACH DATABASE ? AS source", [str(source)])
+    tables = [r[0] for r in conn.execute("SELECT name FROM source.sqlite_master WHERE type = 'table' AND name NOT LIKE '%fts%' "
+                                         "AND name NOT LIKE '\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite%'")]
+    copied = 0
+    for table in tables:
+        theirs = [r[1] for r in conn.execute(f"PRAGMA source.table_info([{table}])")]
+        ours = {r[1] for r in conn.execute(f"PRAGMA main.table_info([{table}])")}
+        columns = ", ".join(f"[{c}]" for c in theirs if c in ours)
+        copied += conn.execute(f"INSERT OR IGNORE INTO main.[{table}] ({columns}) SELECT {columns} FROM source.[{table}]").rowcount
+    conn.commit()
+    conn.execute("DETACH DATABASE source")
+    conn.close()
+    return copied
+
+
 def sentiment_data(folder: Path, n_train: int = 2000, n_test: int = 600, seed: int = 0) -> Path:
     """Sentences whose label follows good/bad words, some negated (tests/conftest.py's generator, larger)."""
     rng = random.Random(seed)
@@ -301,14 +321,20 @@ def w2s(*args) -> list[str]:
 
 
 def time_subprocess(args: list[str], runs: int) -> dict:
-    seconds = []
+    """Wall seconds of the whole command, and its CPU seconds (user + system: what it costs without the
+    other processes sharing the machine's cores)."""
+    seconds, cpu = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         begin = time.perf_counter()
         done = subprocess.run(args, capture_output=True, text=True, env=env())
         seconds.append(time.perf_counter() - begin)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return {"median_s": round(statistics.median(seconds), 4), "runs_s": [round(s, 4) for s in seconds]}
+    return {"median_s": round(statistics.median(seconds), 4), "runs_s": [round(s, 4) for s in seconds],
+            "median_cpu_s": round(statistics.median(cpu), 4)}
 
 
 def time_in_process(argv: list[str], runs: int) -> dict:
@@ -355,6 +381,9 @@ def commands(work: Path, db: Path) -> dict[str, list]:
         "query results (group by)": ["query", aggregate, "--db", db],
         "query results (filter)": ["query", filtered, "-p", "t=sst2", "--db", db],
         "study run --dry-run (cached grid)": ["study", "run", work / "grid.toml", "--db", db, "--dry-run"],
+        # the same grid with a 4th seed: 57 stages pending, so the throughput of the grid's models is read (estimates)
+        "study run --dry-run (grid, 57 pending)": ["study", "run", work / "grid.toml", "--db", db, "--dry-run", "--seed", "0", "--seed", "3"],
+        "gc --dry-run": ["gc", "--db", db, "--dry-run"],
     }
 
 
@@ -366,7 +395,9 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=5_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rebuild", action="store_true", help="Build the store again even if the work folder has one.")
-    parser.add_argument("--stop-before", help="Build with the schema of an older w2s: stop before this migration (e.g. m007_scale_indexes).")
+    parser.add_argument("--stop-before", help="Build with the schema of an older w2s: stop before this migration (e.g. m007_scale_indexes); "
+                        "the store is then migrated (timed) before the commands run, unless --no-migrate.")
+    parser.add_argument("--no-migrate", action="store_true", help="Time the commands on the store as built (read-only commands never migrate).")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -378,7 +409,7 @@ def main() -> None:
     built = {}
     if args.rebuild or not db.exists():
         work.mkdir(parents=True, exist_ok=True)
-        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), work / "grid.db", work / "grid.db-wal", work / "grid.db-shm"):
             path.unlink(missing_ok=True)
         import sqlite_utils
 
@@ -392,10 +423,13 @@ def main() -> None:
         data = sentiment_data(work / "data")
         (work / "grid.toml").write_text(GRID.format(data=data))
         begin = time.perf_counter()
-        run = subprocess.run(w2s("study", "run", work / "grid.toml", "--db", db), capture_output=True, text=True, env=env())
+        # the grid runs in a store of its own beside the big one (same artifacts/ folder), then its rows are
+        # copied over: the big store keeps the schema it was built with (--stop-before) until it is migrated below
+        run = subprocess.run(w2s("study", "run", work / "grid.toml", "--db", work / "grid.db"), capture_output=True, text=True, env=env())
         if run.returncode != 0:
             raise SystemExit(f"the grid study failed:\n{run.stdout}\n{run.stderr}")
         built["grid_run_seconds"] = round(time.perf_counter() - begin, 1)
+        built["grid_rows_copied"] = copy_rows(work / "grid.db", db)
         print(f"built {db}: {counts} in {built['fill_seconds']} s; grid run {built['grid_run_seconds']} s", file=sys.stderr)
 
     # A w2s that adds migrations upgrades an older store the first time it opens it for writing
@@ -406,13 +440,14 @@ def main() -> None:
     pending = [m.name for m in migrations.pending(conn)]
     conn.close()
     migrate_seconds = None
-    if pending and args.stop_before is None:
+    if pending and not args.no_migrate:
         from w2s.storing.store import Store
 
         begin = time.perf_counter()
         Store(db).db.close()
         migrate_seconds = round(time.perf_counter() - begin, 2)
 
+    load_before = os.getloadavg()
     dry = subprocess.run(w2s("study", "run", work / "grid.toml", "--db", db, "--dry-run"), capture_output=True, text=True, env=env())
     head = dry.stdout.splitlines()[0] if dry.stdout else dry.stderr
     startup = time_subprocess(w2s("--version"), args.runs)
@@ -425,7 +460,8 @@ def main() -> None:
     phase = {
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+                    "load_average_1min": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}},
         "store": store_counts(db),
         "pending_migrations_applied": pending if migrate_seconds is not None else [],
         "migrate_seconds": migrate_seconds,
@@ -437,13 +473,18 @@ def main() -> None:
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
     out.setdefault("about", "benchmarks/store_scale.py: median seconds of several runs; subprocess = the whole `w2s` command "
                              "(Python start, imports, store work, printing), in_process = click's CliRunner in a warm process")
-    out.setdefault("phases", {})[args.phase] = phase
+    earlier = out.setdefault("phases", {}).get(args.phase, {})
+    if migrate_seconds is None and earlier.get("migrate_seconds") is not None:  # timed again on the store that phase migrated
+        phase.update({k: earlier[k] for k in ("pending_migrations_applied", "migrate_seconds")})
+    if not built and "build" in earlier:
+        phase["build"] = earlier["build"]
+    out["phases"][args.phase] = phase
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     width = max(map(len, timings))
-    print(f"{'command':<{width}}  subprocess  in-process")
+    print(f"{'command':<{width}}  subprocess  (cpu)  in-process")
     for name, t in timings.items():
-        print(f"{name:<{width}}  {t['subprocess']['median_s']:>9.3f}s  {t['in_process']['median_s']:>9.3f}s")
+        print(f"{name:<{width}}  {t['subprocess']['median_s']:>9.3f}s  {t['subprocess']['median_cpu_s']:.3f}s  {t['in_process']['median_s']:>9.3f}s")
     print(f"(w2s --version alone: {startup['median_s']:.3f}s; {head})")
 
 
