@@ -113,7 +113,7 @@ def test_a_model_never_run_has_no_estimate(runner, ran):
     total = lines.pop("total")
     hf = {t: note for t, note in lines.items() if " hf " in f" {t} " and not t.startswith("evaluate")}
     assert len(hf) == 4 and set(hf.values()) == {"no estimate yet"}
-    assert lines["fit weak bow on weak_train (ground truth)"].startswith("~ ")
+    assert lines["fit weak bow on weak_train (ground truth)"].startswith(("~ ", "< "))  # measured: "< 0.01 s" when bow was that fast
     assert total.startswith("estimated wall time of the 8 pending stages: at least ") and total.endswith("4 stages have no estimate yet)"), total
 
 
