@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 from pydantic import ValidationError
 
@@ -20,7 +21,7 @@ def options_error(exc: Exception, where: str, cls: type | None = None) -> W2SErr
         return exc
     if not isinstance(exc, ValidationError):
         return W2SError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0])
-    err = exc.errors()[0]
+    err = _first_error(exc.errors())
     field_path = ".".join(p for p in (where, ".".join(printable(p) for p in err["loc"])) if p)
     if err["type"] == "extra_forbidden":
         valid = _valid_fields(cls, err["loc"])
@@ -37,6 +38,20 @@ def printable(part) -> str:
     """A field name as shown in an error: as it is when printable, else quoted with escapes (never a line break)."""
     text = str(part)
     return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
+UNION_TAG = re.compile(r"^(list\[)?[A-Z]\w*Spec\]?$")  # pydantic names a union's member in loc: task.TaskSpec.n_test
+BRANCH_MISMATCH = {"model_type", "model_attributes_type", "dict_type", "list_type"}
+
+
+def _first_error(errors: list[dict]) -> dict:
+    """The error to show: for a union (`[task]` or `[[task]]`) the one from the member the input matches, without
+    the member's name in its location."""
+    tagged = [e for e in errors if any(isinstance(p, str) and UNION_TAG.match(p) for p in e["loc"])]
+    if not tagged:
+        return errors[0]
+    chosen = next((e for e in errors if e["type"] not in BRANCH_MISMATCH), errors[0])
+    return {**chosen, "loc": tuple(p for p in chosen["loc"] if not (isinstance(p, str) and UNION_TAG.match(p)))}
 
 
 def _valid_fields(cls: type | None, loc) -> list[str]:

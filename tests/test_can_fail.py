@@ -84,8 +84,9 @@ def test_query_leaves_the_store_byte_identical(sentiment_dir, tmp_path, runner):
     assert runner.invoke(cli, ["study", "run", str(study), "--db", str(db)]).exit_code == 0
     store = Store(db)
     store.db.execute("DROP INDEX idx_stages_legacy")  # the store as it was before m006: a read-only open must not apply it
+    store.db.execute("DROP INDEX idx_stages_unrekeyed")  # (m007's index on legacy_key goes with it)
     store.db.execute("ALTER TABLE stages DROP COLUMN legacy_key")
-    store.db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm006_legacy_keys'")
+    store.db.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m006_legacy_keys', 'm007_scale_indexes')")
     store.db.conn.commit()
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.db.conn.close()

@@ -159,3 +159,14 @@ def test_show_compare_and_rerun_read_a_task_grid(grid_store):
     assert rerun.exit_code == 0, rerun.output
     progress = [line for line in rerun.output.splitlines() if line.startswith("[")]
     assert progress and all(line.endswith(": cached") for line in progress)
+
+
+def test_a_bad_field_in_a_task_table_names_the_table_not_the_union(runner, tmp_path):
+    base = '[study]\nname = "x"\n{tasks}\n[weak]\nmodel = "bow"\n[strong]\nmodel = "bow"\n'
+    one = '[task]\nname = "sst2"\nn_weak_train = 10\nn_transfer = "ten"\n'
+    grid = '[[task]]\nname = "sst2"\nn_weak_train = 10\nn_transfer = 10\n[[task]]\nname = "sst2"\nlabel = "b"\nn_weak_train = 10\nn_transfer = 10\nbogus = 1\n'
+    for tasks, message in ((one, "task.n_transfer: Input should be a valid integer"), (grid, "task.1.bogus: unknown option; valid: data_dir, label")):
+        path = tmp_path / "bad.toml"
+        path.write_text(base.format(tasks=tasks))
+        out = run(runner, path, "--dry-run")
+        assert out.exit_code != 0 and message in out.output and "TaskSpec" not in out.output, out.output
