@@ -2,9 +2,9 @@
 
     python benchmarks/ethics_smollm2.py [--data ../shared/data/ethics] [--n 200] [--out benchmarks/results/ethics_smollm2.json]
 
-Acceptance run of issue 3: all five subsets plus long commonsense, Test and Hard Test where the hard
-file exists (../shared/data has none, so those cells are stored and printed as skipped, with the
-reason). Each cell scores n examples (seeded sample, seed 0) by comparing the summed log-probabilities
+All five subsets plus long commonsense, Test and Hard Test (issue 3; rerun for issue 13 once
+../shared/data held the Hard Test files; a cell whose file is missing is stored and printed as
+skipped, with the reason). Each cell scores n examples (seeded sample, seed 0) by comparing the summed log-probabilities
 of the subset's label words after the prompt; k = 2 label-balanced shots from the subset's train
 split are prepended (commonsense has no train file here, so its shots come from unscored test rows),
 except long commonsense, scored zero-shot because two demonstration posts would not fit the

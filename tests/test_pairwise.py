@@ -190,3 +190,15 @@ def test_utilitarianism_preference_framing_is_pairwise_and_keeps_the_old_framing
         assert e_new.pair == (e_old.meta["first"], e_old.meta["second"]) and e_new.label == e_old.label
     with pytest.raises(W2SError, match="framing = 'preference' applies to subset utilitarianism"):
         make_task("ethics", {"subset": "justice", "framing": "preference"}, ethics, "task")
+
+
+def test_a_causal_lm_reward_model_pools_the_last_real_token(tmp_path, tiny_gpt2):
+    task = pairs_task(write_preferences(tmp_path, n_train=40, n_test=10))
+    train = task.load("train")
+    model = make_model("hf", {"path": str(tiny_gpt2), "max_length": 16}, {"epochs": 1, "batch_size": 8}, "strong")
+    trained = model.fit(train, targets(train), make_loss_xent(), task, Ctx())
+    assert trained.module.pooling == "last"
+    r = trained.rewards(["good great fun", "awful bad"])
+    assert r.shape == (2,) and np.isfinite(r).all()
+    probs = trained.predict(task.load("test"), task)
+    assert probs.shape == (10, 2) and np.allclose(probs.sum(1), 1)
