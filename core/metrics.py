@@ -42,20 +42,28 @@ def pgr(weak: float, student: float, ceiling: float) -> float:
     return (student - weak) / gap if gap > 0 else math.nan
 
 
-def bootstrap_pgr(weak_correct, student_correct, ceiling_correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
-    """95% percentile CI of PGR, resampling test examples (paired across the three models)."""
-    w, s, c = (np.asarray(x, dtype=float) for x in (weak_correct, student_correct, ceiling_correct))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(w), size=(n_boot, len(w)))
-    wa, sa, ca = w[idx].mean(1), s[idx].mean(1), c[idx].mean(1)
+def resampled_pgr(weak, student, ceiling, idx: np.ndarray) -> np.ndarray:
+    """PGR on each bootstrap resample (rows of `idx` index the test examples); NaN where the gap is not positive."""
+    wa, sa, ca = weak[idx].mean(1), student[idx].mean(1), ceiling[idx].mean(1)
     gap = ca - wa
     with np.errstate(divide="ignore", invalid="ignore"):
-        samples = np.where(gap > 0, (sa - wa) / gap, np.nan)
+        return np.where(gap > 0, (sa - wa) / gap, np.nan)
+
+
+def percentile_ci(samples: np.ndarray, n_boot: int) -> tuple[float, float]:
+    """95% percentile interval of the finite samples; NaN when fewer than half the resamples are finite."""
     samples = samples[np.isfinite(samples)]
     if len(samples) < n_boot * 0.5:
         return math.nan, math.nan
     low, high = np.percentile(samples, [2.5, 97.5])
     return float(low), float(high)
+
+
+def bootstrap_pgr(weak_correct, student_correct, ceiling_correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
+    """95% percentile CI of PGR, resampling test examples (paired across the three models)."""
+    w, s, c = (np.asarray(x, dtype=float) for x in (weak_correct, student_correct, ceiling_correct))
+    idx = np.random.default_rng(seed).integers(0, len(w), size=(n_boot, len(w)))
+    return percentile_ci(resampled_pgr(w, s, c, idx), n_boot)
 
 
 def bootstrap_pgr_difference(weak_correct, student_a, ceiling_a, student_b, ceiling_b, seed: int = 0,
@@ -65,15 +73,7 @@ def bootstrap_pgr_difference(weak_correct, student_a, ceiling_a, student_b, ceil
     w, sa, ca, sb, cb = (np.asarray(x, dtype=float) for x in (weak_correct, student_a, ceiling_a, student_b, ceiling_b))
     point = pgr(w.mean(), sa.mean(), ca.mean()) - pgr(w.mean(), sb.mean(), cb.mean())
     idx = np.random.default_rng(seed).integers(0, len(w), size=(n_boot, len(w)))
-    wm = w[idx].mean(1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gap_a, gap_b = ca[idx].mean(1) - wm, cb[idx].mean(1) - wm
-        samples = np.where((gap_a > 0) & (gap_b > 0), (sa[idx].mean(1) - wm) / gap_a - (sb[idx].mean(1) - wm) / gap_b, np.nan)
-    samples = samples[np.isfinite(samples)]
-    if len(samples) < n_boot * 0.5:
-        return point, math.nan, math.nan
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return point, float(low), float(high)
+    return (point, *percentile_ci(resampled_pgr(w, sa, ca, idx) - resampled_pgr(w, sb, cb, idx), n_boot))
 
 
 def bootstrap_gap(weak_correct, ceiling_correct, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
