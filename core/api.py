@@ -314,10 +314,10 @@ class Model:
         defaults (so a new option with a default keeps every key; bump `version` when a default changes)."""
         return {"model": self.name, "version": self.version, "options": key_options(self.options), "train": key_options(self.train)}
 
-    def adapt(self, texts: Sequence[str], options: dict, ctx: StageContext) -> Path:
+    def adapt(self, texts: Sequence[str], options: dict, ctx: StageContext, folder: Path) -> None:
         """Capability "adapt": train the pretrained weights on unlabelled task `texts` with the model's own
-        language-model loss (masked for encoders, causal for decoders); write them under ctx.artifact_dir and
-        return that folder. `options` are a validated w2s.train.AdaptConfig."""
+        language-model loss (masked for encoders, causal for decoders) and write them to `folder` (the engine
+        publishes it atomically, as a checkpoint). `options` are a validated w2s.train.AdaptConfig."""
         raise NotImplementedError(f"model {self.name} has no unsupervised task adaptation")
 
     def adapted(self, path: str) -> "Model":

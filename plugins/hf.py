@@ -238,9 +238,9 @@ class HFModel(Model):
         """One CPU (or more, as the executor gives), and a GPU when the executor offers one."""
         return Resources(cpus=1, accelerator=True)
 
-    def adapt(self, texts, options, ctx):
+    def adapt(self, texts, options, ctx, folder):
         """Masked-LM (encoders) or causal-LM (decoders) training on unlabelled task text (hf_adapt.py)."""
-        return adapt_lm(self, list(texts), AdaptConfig(**options), ctx)
+        adapt_lm(self, list(texts), AdaptConfig(**options), ctx, folder)
 
     def adapted(self, path):
         """The same options and hyperparameters, with the backbone read from the adapted folder (plain weights, no GGUF)."""

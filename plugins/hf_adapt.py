@@ -18,8 +18,8 @@ from w2s.train import AdaptConfig, cosine_with_warmup, length_buckets, progress_
 from w2s_plugins.hf_loading import is_causal, load_pretrained
 
 
-def adapt_lm(model, texts: list[str], cfg: AdaptConfig, ctx) -> Path:
-    """Train `model`'s pretrained LM on `texts`; returns the folder holding the adapted LM and tokenizer."""
+def adapt_lm(model, texts: list[str], cfg: AdaptConfig, ctx, folder: Path) -> None:
+    """Train `model`'s pretrained LM on `texts`; write the adapted LM and its tokenizer to `folder`."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoConfig, DataCollatorForLanguageModeling
@@ -51,11 +51,9 @@ def adapt_lm(model, texts: list[str], cfg: AdaptConfig, ctx) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ctx.log_curve(step, "adapt_loss", float(loss.item()))
-    folder = Path(ctx.artifact_dir) / "adapted"
     if getattr(lm, "hf_quantizer", None) is not None:  # GGUF loads dequantized: save plain tensors
         lm.hf_quantizer = None
         if hasattr(lm.config, "quantization_config"):
             del lm.config.quantization_config
     lm.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder

@@ -54,13 +54,18 @@ def keep(key: str, trained: Trained) -> Trained:
 
 
 def save_checkpoint(trained: Trained, folder: Path) -> Path:
-    """Write aside, then rename into place: a reader never sees half a checkpoint."""
+    """A fitted model published as the stage's checkpoint (see `publish`)."""
+    return publish(folder, trained.save)
+
+
+def publish(folder: Path, write: Callable[[Path], None]) -> Path:
+    """`write(path)` aside, then rename into place as `folder/checkpoint`: a reader never sees half a checkpoint."""
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(".checkpoint-*"):  # what a killed attempt of this stage left (the claim is ours)
         _remove(leftover)
     final, token = folder / "checkpoint", uuid.uuid4().hex[:12]
     staged = folder / f".checkpoint-{token}.tmp"
-    trained.save(staged)
+    write(staged)
     if final.exists():
         old = folder / f".checkpoint-{token}.old"
         os.replace(final, old)

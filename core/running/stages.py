@@ -6,8 +6,6 @@ function reads only its arguments; it never opens the store or reaches into the 
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import time
 import traceback
@@ -21,7 +19,7 @@ from ..api import Example, Task, Validation, fingerprint, has_own_choices
 from ..metrics import (agreement, bootstrap_accuracy, bootstrap_gap, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags,
                        prediction_flags)
 from ..prompting import fewshot_prefix, softmax_rows
-from .rebuild import keep, loaded, loss_from, model_from, save_checkpoint, task_from
+from .rebuild import keep, loaded, loss_from, model_from, publish, save_checkpoint, task_from
 from .work import Event, Outcome, StageResult, Work, WorkerContext, worker_identity
 
 
@@ -82,11 +80,7 @@ def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
 def run_adapt(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     """Unsupervised task adaptation: the model's LM loss on unlabelled task text; publishes the adapted weights."""
     model = model_from(spec["model"])
-    written = Path(model.adapt(inputs["texts"], spec["adapt"], ctx))
-    final = ctx.artifact_dir / "checkpoint"
-    if final.exists():  # an earlier attempt's (this stage's claim is ours)
-        shutil.rmtree(final)
-    os.replace(written, final)  # one rename: a reader never sees half the weights
+    final = publish(ctx.artifact_dir, lambda staged: model.adapt(inputs["texts"], spec["adapt"], ctx, staged))
     return StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output, artifacts={"checkpoint": str(final)})
 
 
