@@ -24,6 +24,7 @@ from pathlib import Path
 from w2s.reporting import scaling
 from w2s.reporting.plots import mean_ci as mean_over_seeds
 from w2s.metrics import mean_ci
+from w2s.planning.study import task_label
 from w2s.reporting.tables import accuracy_rows
 from w2s.storing.store import Store
 
@@ -99,8 +100,7 @@ def export(task: str, db: str) -> Path:
     out = {
         "benchmark": "burns_mini",
         "task": task,
-        "task_spec": next((t for t in tasks if (t.get("label") or t["name"]) == task or
-                           f"{t['name']}/{t.get('options', {}).get('subset')}" == task), None),
+        "task_spec": next((t for t in tasks if task_label(t, isinstance(spec["task"], list)) == task), None),
         "seeds": spec["study"]["seeds"],
         "models": scaling.model_sizes(store, study["id"]),
         "accuracy": accuracy_summaries(store, study["id"], task),

@@ -201,10 +201,11 @@ def truncated_cell(share) -> str:
 def spec_summary(spec: dict) -> str:
     """One line: task, models, losses and seeds of a stored spec (`--toml` prints all of it)."""
     labels = lambda models: ", ".join(m.get("label") or m["model"] for m in models) or "-"
+    from ..planning.study import task_label
+
     tasks = spec.get("task", {})
     if isinstance(tasks, list):  # a [[task]] grid
-        names = [t.get("label") or (f"{t['name']}/{t['options']['subset']}" if t.get("options", {}).get("subset") else t["name"]) for t in tasks]
-        parts = [f"tasks {', '.join(names)}"]
+        parts = [f"tasks {', '.join(task_label(t, grid=True) for t in tasks)}"]
     else:
         parts = [f"task {tasks.get('name')}" + (f" (data {tasks['data_dir']})" if tasks.get("data_dir") else "")]
     parts += [f"chain {labels(spec['chain']).replace(', ', ' -> ')}"] if spec.get("chain") else [f"weak {labels(spec.get('weak', []))}", f"strong {labels(spec.get('strong', []))}"]

@@ -236,13 +236,18 @@ def _tasks(task_specs: list[TaskSpec], path: Path | None, grid: bool) -> list[St
         if tspec.data_dir and not Path(tspec.data_dir).is_dir():
             raise W2SError(f"{where}.data_dir: directory {tspec.data_dir} does not exist; point it at the folder holding the data files")
         task = plugins.make_task(tspec.name, tspec.options, tspec.data_dir, where)
-        subset = tspec.options.get("subset")
-        label = tspec.label or (f"{tspec.name}/{subset}" if grid and subset else tspec.name)
+        label = task_label(tspec.model_dump(), grid)
         taken = [t.label for t in out]
         if label in taken:
             raise W2SError(f"{where}: label {label!r} is already used by task[{taken.index(label)}]; give it a distinct label")
         out.append(StudyTask(label, tspec, task))
     return out
+
+
+def task_label(table: dict, grid: bool) -> str:
+    """How results name a task table (as stored in a spec): its label, else name/subset in a [[task]] grid, else name."""
+    subset = (table.get("options") or {}).get("subset")
+    return table.get("label") or (f"{table['name']}/{subset}" if grid and subset else table["name"])
 
 
 def _selected(tasks: list[StudyTask], only: list[str] | None) -> list[StudyTask]:
