@@ -70,6 +70,22 @@ def _errorbar(ax, xs, stats, **kwargs):
     return ax.errorbar(xs, ys, yerr=[low, high], capsize=3, **kwargs)
 
 
+def _size_axes(ax, panel: dict, ylabel: str, legend_at: str) -> None:
+    """The axes every per-task panel shares: log strong size, the panel's task and loss, a legend when it has lines."""
+    ax.set_xscale("log")
+    ax.set_xlabel("strong model: non-embedding parameters (measured)", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{panel['task']} [{panel['loss']}]", fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc=legend_at)
+
+
+def _task_panels(rows: list[dict], draw, path: Path, note: str) -> Path:
+    """One panel per (loss, task): losses down, tasks across."""
+    return panel_grid(_panels(rows), draw, (4.6, 3.6), path, columns=len({r["task"] for r in rows}), note=note)
+
+
 def accuracy_figure(rows: list[dict], path: Path) -> Path:
     """Per task and loss: students' test accuracy against strong size, a line per weak model; ceiling dashed;
     each weak supervisor's own accuracy as a star at its size. Error bars: 95% CI over seeds."""
@@ -95,16 +111,9 @@ def accuracy_figure(rows: list[dict], path: Path) -> Path:
         points = [y for line in ax.lines for y in line.get_ydata()]
         if points:  # the CI over 2-3 seeds can be wide; the axis follows the means
             ax.set_ylim(max(0.0, min(points) - 0.08), min(1.0, max(points) + 0.08))
-        ax.set_xscale("log")
-        ax.set_xlabel("strong model: non-embedding parameters (measured)", fontsize=8)
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"{panel['task']} [{panel['loss']}]", fontsize=9)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="lower right")
+        _size_axes(ax, panel, "test accuracy", "lower right")
 
-    return panel_grid(_panels(rows), draw, (4.6, 3.6), path, columns=len({r["task"] for r in rows}),
-                      note="stars: each weak supervisor's own accuracy at its size; bars: 95% CI over seeds")
+    return _task_panels(rows, draw, path, note="stars: each weak supervisor's own accuracy at its size; bars: 95% CI over seeds")
 
 
 def pgr_figure(rows: list[dict], path: Path) -> Path:
@@ -128,16 +137,9 @@ def pgr_figure(rows: list[dict], path: Path) -> Path:
         ax.axhline(0, color="black", lw=0.6)
         ax.axhline(1, color="black", lw=0.4, ls=":")
         ax.set_ylim(-1.0, 1.5)  # a PGR whose gap is within noise explodes; it is clipped, never dropped (see the JSON)
-        ax.set_xscale("log")
-        ax.set_xlabel("strong model: non-embedding parameters (measured)", fontsize=8)
-        ax.set_ylabel("PGR")
-        ax.set_title(f"{panel['task']} [{panel['loss']}]", fontsize=9)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="upper left")
+        _size_axes(ax, panel, "PGR", "upper left")
 
-    return panel_grid(_panels(rows), draw, (4.6, 3.6), path, columns=len({r["task"] for r in rows}),
-                      note="hollow: flagged (gap within noise, near-majority or one class); y clipped to [-1, 1.5]")
+    return _task_panels(rows, draw, path, note="hollow: flagged (gap within noise, near-majority or one class); y clipped to [-1, 1.5]")
 
 
 def median_pgr(rows: list[dict], resamples: int = 2000, seed: int = 0) -> list[dict]:
