@@ -101,6 +101,15 @@ class Task:
         """Return the examples of `split` ("train" or "test"), in a stable order."""
         raise NotImplementedError(f"task {self.name} does not implement load()")
 
+    def source_files(self) -> list[Path] | None:
+        """The local files `load` reads (both splits), or None when that is unknown (a hub data set, say).
+
+        A finished study whose tasks all name their files is answered from the store on a rerun while
+        those files are unchanged (size and mtime, else their SHA-256), without planning or reading them.
+        List a file `load` may look for even if it is missing (it is recorded as missing). Default: None.
+        """
+        return None
+
     @property
     def num_labels(self) -> int:
         return len(self.label_words)

@@ -13,6 +13,8 @@ Local (`data_dir` or W2S_DATA_DIR), either layout is accepted:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from w2s.api import Example, Options, Task, W2SError
@@ -53,6 +55,15 @@ class BoolQTask(Task):
         if self.options.question_first:
             self.prompt_template = "Question: {question}?\nPassage: {passage}\nAnswer:"
 
+    def test_file(self) -> tuple[Path, bool]:
+        """The local test file: the first of TEST_FILES that exists (found = True), else the first name."""
+        found = [self.data_dir / n for n in TEST_FILES if (self.data_dir / n).is_file()]
+        return (found[0], True) if found else (self.data_dir / TEST_FILES[0], False)
+
+    def source_files(self):
+        """train.jsonl and the test file in use; None for the hub."""
+        return None if self.data_dir is None else [self.data_dir / "train.jsonl", self.test_file()[0]]
+
     def rows(self, split: str):
         if split not in ("train", "test"):
             raise W2SError(f"task boolq: unknown split {split!r}; use train or test")
@@ -61,8 +72,7 @@ class BoolQTask(Task):
         if split == "train":
             path = self.data_dir / "train.jsonl"
         else:
-            found = [self.data_dir / n for n in TEST_FILES if (self.data_dir / n).is_file()]
-            path = found[0] if found else self.data_dir / TEST_FILES[0]
+            path, found = self.test_file()
             if not found:
                 raise W2SError(f"data file {path} not found (nor val.jsonl, validation.jsonl); set task.data_dir to the BoolQ folder "
                                "with one of them")

@@ -140,6 +140,10 @@ class ChessPuzzlesTask(Task):
             return file
         return self.data_dir / file
 
+    def source_files(self):
+        """The puzzle CSV (a relative `file` without data_dir is relative to the working folder)."""
+        return [self.path]
+
     @property
     def num_labels(self) -> int:
         return 0  # variable: one label per legal move of each example

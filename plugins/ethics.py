@@ -112,6 +112,11 @@ class EthicsTask(Task):
         part = self.options.split if split == "test" else split
         return self.data_dir / FOLDERS[subset] / f"{PREFIXES[subset]}_{part}.csv"
 
+    def source_files(self):
+        """The train file and the file playing "test" (Test or Hard Test); None for the hub. Commonsense has no train
+        file in ../shared/data: it is listed all the same (recorded as missing), as a cross-task eval may look for it."""
+        return None if self.data_dir is None else [self.file_for("train"), self.file_for("test")]
+
     def rows(self, split: str):
         if split not in ("train", "test"):
             raise W2SError(f"task ethics: unknown split {split!r}; use train or test (option split picks test or test_hard)")

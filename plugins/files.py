@@ -99,6 +99,10 @@ class FilesTask(Task):
         path = Path(name).expanduser()
         return path if path.is_absolute() or self.data_dir is None else self.data_dir / path
 
+    def source_files(self):
+        """The train and test files; None for a hub id."""
+        return None if self.options.hub else [self.path(self.options.train), self.path(self.options.test)]
+
     def rows(self, split: str):
         o = self.options
         if split not in ("train", "test"):

@@ -5,6 +5,7 @@ from w2s.data import hub_dataset, read_table, require_columns
 from w2s.hookspecs import hookimpl
 
 HUB_ID = "stanfordnlp/sst2"  # parquet files, no loading script; its `validation` split is the usual "test"
+FILES = {"train": "train.tsv", "test": "test.tsv"}  # local GLUE TSVs in data_dir
 
 
 class SST2Task(Task):
@@ -17,10 +18,13 @@ class SST2Task(Task):
     label_words = ("negative", "positive")
     prompt_template = "Review: {text}\nSentiment:"
 
+    def source_files(self):
+        """train.tsv and test.tsv in data_dir; None for the hub."""
+        return None if self.data_dir is None else [self.data_dir / name for name in FILES.values()]
+
     def load(self, split: str) -> list[Example]:
         if self.data_dir is not None:
-            files = {"train": "train.tsv", "test": "test.tsv"}
-            rows = read_table(self.data_dir / files[split], "\t", quoting=3,  # QUOTE_NONE: quotes are text
+            rows = read_table(self.data_dir / FILES[split], "\t", quoting=3,  # QUOTE_NONE: quotes are text
                               columns=["sentence", "label"], label_column="label", label_values={"0", "1"},
                               hint="expected the GLUE layout: sentence<TAB>label")
         else:

@@ -98,7 +98,7 @@ def test_an_older_store_opens_read_only_and_migrates_on_the_first_write_open(tmp
 
     store = Store(path)
     assert M007_INDEXES <= indexes(path)
-    assert [r["name"] for r in store.db.query("SELECT name FROM _sqlite_migrations ORDER BY rowid")][-1] == "m007_scale_indexes"
+    assert "m007_scale_indexes" in [r["name"] for r in store.db.query("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
     assert store.find_study("old")["name"] == "old" and store.has_legacy_stages()
     assert store.artifact("0123456789abcdef") == Path("/nowhere")
 

@@ -67,7 +67,7 @@ def study():
 @study.command("run")
 @click.argument("file", type=click.Path())
 @db_option
-@click.option("--dry-run", is_flag=True, help="Print the stage plan (cached stages marked) and exit.")
+@click.option("--dry-run", is_flag=True, help="Print the stage plan (cached stages marked) and exit; it always plans.")
 @click.option("--limit", type=int, help="Cap every split at N examples (quick smoke runs).")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Override the study's seeds.")
 @click.option("--task", "only_tasks", multiple=True, metavar="LABEL",
@@ -77,16 +77,35 @@ def study():
 @executor_flags
 @user_errors
 def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, executor, jobs, ray_address, threads, artifact_root):
-    """Run (or resume) the study in FILE and print its results table."""
+    """Run (or resume) the study in FILE and print its results table.
+
+    A rerun of a finished study (the same definition after --set, --seed, --limit and --task) is answered
+    from the store without planning, when its data files, the code and the versions of w2s, its libraries
+    and plugins are unchanged and every task names its local files: the same output, without loading the
+    data (executor flags then have nothing to run). Otherwise the study is planned and its pending stages run.
+    """
     from ..planning.study import load_study
     from ..reporting.tables import results_table
-    from ..running.driver import Driver, executor_options
-    from .costs import cost_table, pending_costs
+    from ..running.instant import answer_from_store
 
     overrides = list(overrides) + ([f"study.seeds=[{','.join(map(str, seeds))}]"] if seeds else [])
     overrides += [f"study.only_tasks={json.dumps(list(only_tasks))}"] if only_tasks else []
     spec = load_study(file, overrides, limit)
     store = Store(db_path)
+    answer = None if dry_run else answer_from_store(store, spec)
+    if answer is not None:
+        n = len(answer.titles)
+        click.echo(f"study {spec.name}: answered from the store (all {n} stages cached; definition, data files, code and "
+                   "versions unchanged)", err=True)
+        for i, title in enumerate(answer.titles, 1):
+            click.echo(f"[{i}/{n}] {title}: cached", err=True)
+        click.echo(f"study {spec.name} ({answer.study_id}) done; stored in {store.path}\n")
+        click.echo(results_table(store, answer.study_id))
+        return
+
+    from ..running.driver import Driver, executor_options
+    from .costs import cost_table, pending_costs
+
     engine = Driver(store, executor_options(spec, executor, jobs, ray_address, threads, artifact_root))
     if dry_run:
         stages, links = engine.plan(spec)

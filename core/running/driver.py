@@ -4,6 +4,7 @@
     confirm(stages)                            # e.g. paid API work: tokens and cost, asked first
     record the study, its splits and links     # the store: only the driver writes it
     Schedule(...).run()                        # claim, submit, wait, record (schedule.py)
+    instant.record(...)                        # every stage done: a rerun is answered from the store (instant.py)
 
 Done stages are skipped, so a crash or Ctrl-C loses only the stages in flight and a rerun resumes;
 several drivers may share one store (storing/claims.py).
@@ -11,14 +12,11 @@ several drivers may share one store (storing/claims.py).
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import platform
 from pathlib import Path
 from typing import Callable
 
 import click
 
-from .. import __version__, plugins
 from ..api import W2SError
 from ..planning.legacy import adopt_legacy_stages, adoptable
 from ..planning.protocol import plan_study
@@ -27,19 +25,9 @@ from ..planning.study import Study
 from ..storing.claims import Claims, Heartbeat, Owner
 from ..storing.store import Store
 from .executors import ExecutorOptions, make_executor
+from . import instant
+from .instant import versions
 from .schedule import Schedule
-
-
-def versions() -> dict:
-    """Versions that can change a result: w2s, python, key libraries and every plugin."""
-    out = {"w2s": __version__, "python": platform.python_version()}
-    for lib in ("torch", "transformers", "datasets", "scikit-learn", "numpy"):
-        try:
-            out[lib] = md.version(lib)
-        except md.PackageNotFoundError:
-            pass
-    out["plugins"] = {r.name: r.version for r in plugins.everything()}
-    return out
 
 
 def executor_options(study: Study, name: str | None = None, jobs: int | None = None, ray_address: str | None = None,
@@ -95,6 +83,7 @@ class Driver:
 
         `confirm(stages, status)` runs after planning and before any stage: it may raise to stop.
         """
+        before = instant.snapshot(study)  # data files and code before planning reads them: a file changed meanwhile is not recorded
         stages, links = self.plan(study)
         executor = make_executor(self.options)  # a bad executor choice fails before anything is stored
         self.adopt_legacy(study, links)  # before confirm: a paid stage stored under an older key is not paid again
@@ -114,6 +103,8 @@ class Driver:
         except KeyboardInterrupt:
             self.store.set_study_status(study_id, "interrupted")
             raise
+        if not failed:
+            instant.record(self.store, study_id, before, [stage.title for stage in stages])  # a rerun is answered from the store
         self.store.set_study_status(study_id, "failed" if failed else "done")
         if failed:
             raise W2SError(f"{len(failed)} stage(s) failed or were skipped; see `w2s study show {study_id}`. Fix the cause and rerun to resume")

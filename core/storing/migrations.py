@@ -271,3 +271,14 @@ def m007_scale_indexes(db):
         "CREATE INDEX idx_stages_unrekeyed ON stages(key) WHERE legacy_key = key",
     ):
         db.execute(sql)
+
+
+@migrations()
+def m008_instant_reruns(db):
+    """studies.rerun_json: what a finished study's rerun is answered from, without planning (data files, code, links, stage titles).
+
+    Written by the driver when a run ends with every stage done: {"files": [{path, size, mtime_ns, sha256}],
+    "code": fingerprint, "links": fingerprint, "titles": [stage titles in plan order]}; NULL while it runs, or
+    when a task cannot name its local files (a hub data set). `w2s study run` answers from it while the
+    definition, versions, code and data files are unchanged (core/running/instant.py)."""
+    db.execute("ALTER TABLE studies ADD COLUMN rerun_json TEXT")

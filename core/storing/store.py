@@ -59,7 +59,8 @@ class Store:
         """Reuse the study with the same definition hash, else create one; returns its id."""
         row = next(self.db.query("SELECT id FROM studies WHERE hash = ? ORDER BY created DESC LIMIT 1", [hash_]), None)
         if row:
-            self.db["studies"].update(row["id"], {"status": "running", "updated": now(), "versions_json": json.dumps(versions)})
+            self.db["studies"].update(row["id"], {"status": "running", "updated": now(), "versions_json": json.dumps(versions),
+                                                  "rerun_json": None})
             return row["id"]
         study_id = new_id()
         self.db["studies"].insert(
@@ -81,6 +82,10 @@ class Store:
 
     def set_study_status(self, study_id: str, status: str) -> None:
         self.db["studies"].update(study_id, {"status": status, "updated": now()})
+
+    def record_rerun(self, study_id: str, rerun: dict | None) -> None:
+        """What a rerun of the finished study is answered from (running/instant.py); None: plan it again."""
+        self.db["studies"].update(study_id, {"rerun_json": None if rerun is None else json.dumps(rerun)})
 
     def find_study(self, ref: str) -> dict:
         """A study by id, id prefix or name (latest with that name)."""
