@@ -19,6 +19,7 @@ from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
 from w2s_plugins.hf_adapt import adapt_lm
 from w2s_plugins.hf_reward import collate_pairs, encode_pairs, pair_reward_class
 from w2s_plugins.hf_loading import check_loadable, is_causal, load_pretrained, portable_path, report_truncation
+from w2s_plugins.hf_tokens import encode_cached
 
 
 def package_dir(package: str) -> Path | None:
@@ -100,7 +101,7 @@ class HFTrained(Trained):
             encoded, collate = encode_pairs(self.owner, self.tokenizer, examples, task, ctx), collate_pairs(self.tokenizer)
         else:
             encoded, collate = self.owner.encode(self.tokenizer, examples, task, ctx), self.owner.collate(self.tokenizer)
-        return predict_module(self.module, encoded, self.owner.train, collate, self.owner.device)
+        return predict_module(self.module, encoded, self.owner.train, collate, self.owner.device, precision=self.owner.options.precision)
 
     def rewards(self, texts):
         """The scalar reward of each text, scored alone (reward models only)."""
@@ -108,7 +109,7 @@ class HFTrained(Trained):
             raise W2SError(f"{self.owner.label} was trained as a classifier, not a reward model; rewards need a pairwise task")
         encoded = self.owner.encode_texts(self.tokenizer, list(texts))
         return predict_module(self.module.scorer, encoded, self.owner.train, self.owner.collate(self.tokenizer), self.owner.device,
-                              softmax=False)[:, 0]
+                              softmax=False, precision=self.owner.options.precision)[:, 0]
 
     def parameter_counts(self):
         return parameter_counts(self.module)
@@ -155,6 +156,10 @@ class HFModel(Model):
             "(e.g. a question after a passage); auto: right for a classifier head, left for head = lm")
         device: str = "auto"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        precision: Literal["fp32", "bf16"] = Field(
+            default="fp32", description="bf16: forward passes (fit and predict) under bfloat16 autocast, weights and "
+            "optimizer in fp32 (mixed precision; fast on CPUs with AVX-512 BF16 or AMX, and on GPUs); dtype instead "
+            "stores the weights themselves in that type")
         head: Literal["classifier", "lm"] = Field(
             default="classifier", description="lm: score label words with the causal LM head (prompt-capable)")
         choice_objective: Literal["generative", "choices"] = Field(
@@ -204,10 +209,10 @@ class HFModel(Model):
 
     def encode_texts(self, tokenizer, texts: list[str], ctx=None) -> list[dict]:
         """Token ids of `texts` as they are, cut to max_length (the truncated share recorded with `ctx`)."""
-        tokenizer.truncation_side = self.truncation_side()
-        report_truncation(ctx, tokenizer, texts, self.options.max_length, tokenizer.truncation_side)
-        enc = tokenizer(texts, truncation=True, max_length=self.options.max_length)
-        return [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        side = tokenizer.truncation_side = self.truncation_side()
+        ids, lengths = encode_cached(tokenizer, texts, self.options.max_length, side)  # each text tokenized once (hf_tokens.py)
+        report_truncation(ctx, tokenizer, texts, self.options.max_length, side, lengths)
+        return [{"input_ids": row, "attention_mask": [1] * len(row)} for row in ids]
 
     @staticmethod
     def collate(tokenizer):
@@ -268,13 +273,13 @@ class HFModel(Model):
             tokenizer, scorer = self.build(1)
             module = pair_reward_class()(scorer)
             fit_module(module, encode_pairs(self, tokenizer, examples, task, ctx), np.asarray(soft_targets), loss, self.train,
-                       collate_pairs(tokenizer), ctx, self.device, desc=f"fit reward {self.label}")
+                       collate_pairs(tokenizer), ctx, self.device, desc=f"fit reward {self.label}", precision=self.options.precision)
             return HFTrained(module, tokenizer, self)
         tokenizer, module = self.build(task.num_labels)
         encoded = self.encode(tokenizer, examples, task, ctx)
         evaluate, every = self.validation_accuracy(module, tokenizer, task, ctx)
         fit_module(module, encoded, np.asarray(soft_targets), loss, self.train, self.collate(tokenizer), ctx, self.device,
-                   desc=f"fit {self.label}", evaluate=evaluate, eval_every=every)
+                   desc=f"fit {self.label}", evaluate=evaluate, eval_every=every, precision=self.options.precision)
         return HFTrained(module, tokenizer, self)
 
     def validation_accuracy(self, module, tokenizer, task, ctx):
@@ -284,7 +289,9 @@ class HFModel(Model):
             return None, 0
         encoded, labels = self.encode(tokenizer, validation.examples, task), np.asarray(validation.labels)
         collate = self.collate(tokenizer)
-        return lambda: float((predict_module(module, encoded, self.train, collate, self.device).argmax(1) == labels).mean()), validation.eval_every
+        accuracy = lambda: float((predict_module(module, encoded, self.train, collate, self.device, precision=self.options.precision)  # noqa: E731
+                                  .argmax(1) == labels).mean())
+        return accuracy, validation.eval_every
 
     def load(self, path, task):
         path = Path(path)

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from w2s.api import Trained, W2SError, has_own_choices
-from w2s.train import fit_module, length_buckets, parameter_counts, seed_everything
+from w2s.train import autocast, fit_module, length_buckets, parameter_counts, seed_everything
 from w2s_plugins.hf_loading import load_pretrained, report_truncation
+from w2s_plugins.hf_tokens import encode_cached
 
 
 def load_causal_lm(model, path: str | None = None, gguf_file: str | None = None):
@@ -148,7 +149,7 @@ class LMTrained(Trained):
         for i, c in enumerate(choices):
             groups.setdefault(tuple(c), []).append(i)
         self.lm.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.owner.device, self.owner.options.precision):
             for group_choices, idx in groups.items():
                 ids = choice_token_ids(self.tokenizer, group_choices)
                 encoded = self.encode([prompts[i] for i in idx], max(len(c) for c in ids), ctx)
@@ -165,9 +166,10 @@ class LMTrained(Trained):
     def encode(self, prompts: list[str], room: int = 1, ctx=None) -> list[dict]:
         """Tokenized prompts, truncated (from the left by default) to leave room for the longest choice."""
         limit = self.owner.options.max_length - room
-        report_truncation(ctx, self.tokenizer, prompts, limit, self.tokenizer.truncation_side)
-        enc = self.tokenizer(prompts, truncation=True, max_length=limit)
-        return [{"input_ids": i, "attention_mask": m} for i, m in zip(enc["input_ids"], enc["attention_mask"])]
+        side = self.tokenizer.truncation_side
+        ids, lengths = encode_cached(self.tokenizer, prompts, limit, side)  # each prompt tokenized once (hf_tokens.py)
+        report_truncation(ctx, self.tokenizer, prompts, limit, side, lengths)
+        return [{"input_ids": row, "attention_mask": [1] * len(row)} for row in ids]
 
     def save(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)
@@ -236,7 +238,7 @@ def fit_lm(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     validation = ctx.validation  # oracle GT early stopping (study: gt_early_stopping)
     evaluate = (lambda: float((trained.predict(validation.examples, task).argmax(1) == validation.labels).mean())) if validation else None
     fit_module(head, encoded, np.asarray(soft_targets), loss, model.train, collate, ctx, model.device, desc=f"fit {model.label} (lm)",
-               evaluate=evaluate, eval_every=validation.eval_every if validation else 0)
+               evaluate=evaluate, eval_every=validation.eval_every if validation else 0, precision=model.options.precision)
     return trained
 
 

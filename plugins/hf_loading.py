@@ -95,11 +95,13 @@ def check_loadable(options, what: str, fix: str) -> None:
 TRUNCATION_WARN = 0.10  # above this share of truncated inputs a stage prints a warning
 
 
-def report_truncation(ctx, tokenizer, texts: list[str], limit: int, side: str) -> None:
-    """Record the share of `texts` longer than `limit` tokens (metric `truncated_share`); warn above 10%."""
+def report_truncation(ctx, tokenizer, texts: list[str], limit: int, side: str, lengths: list[int] | None = None) -> None:
+    """Record the share of `texts` longer than `limit` tokens (metric `truncated_share`); warn above 10%.
+    `lengths`: the texts' untruncated token counts when known (the token cache has them), else the tokenizer counts."""
     if ctx is None or not texts:
         return
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+    if lengths is None:
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
     cut = sum(n > limit for n in lengths)
     split = ctx.split or "train"  # fit stages have no split: their inputs are the train split
     ctx.log_metric(split, "truncated_share", cut / len(texts))

@@ -18,6 +18,7 @@ from filelock import FileLock
 from w2s.api import Trained, W2SError, fingerprint
 from w2s.train import fit_module, predict_module, seed_everything
 from w2s_plugins.hf_loading import portable_path, report_truncation
+from w2s_plugins.hf_tokens import encode_cached
 
 FEATURE_FIELDS = ("path", "gguf_file", "revision", "pooling", "num_layers", "max_length", "dtype")
 
@@ -29,6 +30,8 @@ def feature_spec(model) -> dict:
     spec["path"] = portable_path(spec["path"])  # a moved Python environment keeps its cached features
     if model.truncation_side() != "right":  # features of inputs cut on the left differ (the default keeps older caches)
         spec["truncation"] = model.truncation_side()
+    if model.options.precision != "fp32":  # bf16 autocast features differ slightly (the default keeps older caches)
+        spec["precision"] = model.options.precision
     return spec
 
 
@@ -81,8 +84,10 @@ class FeatureCache:
             o = self.model.options
             self.tokenizer = AutoTokenizer.from_pretrained(o.path, **({"revision": o.revision} if o.revision else {}),
                                                            **({"gguf_file": o.gguf_file} if o.gguf_file else {}))
-        self.tokenizer.truncation_side = self.model.truncation_side()
-        report_truncation(ctx, self.tokenizer, [task.render(e) for e in examples], self.model.options.max_length, self.tokenizer.truncation_side)
+        side = self.tokenizer.truncation_side = self.model.truncation_side()
+        texts = [task.render(e) for e in examples]
+        _, lengths = encode_cached(self.tokenizer, texts, self.model.options.max_length, side)  # shared with the encoder's pass
+        report_truncation(ctx, self.tokenizer, texts, self.model.options.max_length, side, lengths)
 
     def write(self, keys: list[str], features: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -97,7 +102,8 @@ def encode_features(model, examples, task) -> np.ndarray:
     tokenizer, module = model.build(task.num_labels)
     encoded = model.encode(tokenizer, examples, task)
     pad = model.collate(tokenizer)
-    feats = predict_module(_FeatureOnly(module), encoded, model.train, pad, model.device, desc=f"features {model.label}", softmax=False)
+    feats = predict_module(_FeatureOnly(module), encoded, model.train, pad, model.device, desc=f"features {model.label}", softmax=False,
+                           precision=model.options.precision)
     del module
     return feats.astype(np.float32)
 
