@@ -38,6 +38,12 @@ RECIPES = {  # name: (strong tables, extra losses, n_weak_train, seeds)
     "finetune-4ep-3e-5": (FT.format(epochs=4, lr="3e-5"), [], 500, [0, 1, 2]),
     "weak minilm-l1 -> finetune-3ep-5e-5": (FT.format(epochs=3, lr="5e-5"), [], 500, [0, 1, 2]),
 }
+# session 6: linear probes on frozen MiniLM-L6 features, ten seeds each (the encoder runs once per example for all of them).
+# Only the first two ran (the ceiling probe stayed within 0.05 of bow, so the rest were stopped); their rows are in the JSON.
+PROBE = ('[strong.options]\nmax_length = 64\n[strong.train]\nmode = "linear_probe"\nepochs = {epochs}\nbatch_size = 32\nlr = {lr}\n'
+         'weight_decay = {wd}\n')
+for _epochs, _lr, _wd in ((3, "1e-3", 0.01), (10, "1e-3", 0.01)):
+    RECIPES[f"probe-linear-{_epochs}ep-{_lr}-wd{_wd}, seeds 0-9"] = (PROBE.format(epochs=_epochs, lr=_lr, wd=_wd), ["logconf"], 500, list(range(10)))
 WEAK = {"weak minilm-l1 -> finetune-3ep-5e-5": 'model = "minilm-l6"\nlabel = "minilm-l1"\n'
         'options = { num_layers = 1, max_length = 64 }\ntrain = { epochs = 3, batch_size = 16, lr = 1e-4 }\n'}
 
