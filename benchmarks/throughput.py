@@ -138,7 +138,7 @@ def plain_predict(trained, model, texts, cfg):
             with autocast(model.device, cfg["precision"]):
                 logits = module(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
             out.append(torch.softmax(logits.float(), -1).cpu())
-    return torch.cat(out).numpy()
+    return torch.cat(out).numpy() if out else torch.zeros((0, module.head.out_features)).numpy()
 
 
 def trainer_arm(cfg) -> dict:
