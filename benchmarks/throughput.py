@@ -210,9 +210,10 @@ def arms(args) -> list[dict]:
 
 
 def run_child(cfg: dict) -> dict:
-    env = {**os.environ, "W2S_HOME": tempfile.mkdtemp(prefix="w2s-throughput-"), "W2S_PROGRESS": "0", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory(prefix="w2s-throughput-") as home:  # a fresh W2S_HOME (cold token cache) and TMPDIR, removed after
+        env = {**os.environ, "W2S_HOME": home, "TMPDIR": home, "W2S_PROGRESS": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+               "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise SystemExit(f"arm {cfg.get('arm', cfg['kind'])} failed:\n{proc.stderr[-3000:]}")
