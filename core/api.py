@@ -59,7 +59,7 @@ class Example:
 # Scheme 1 (stores made before) hashed every option and the absolute data_dir; it is computed only to
 # rekey such stores (planning/legacy.py). SCHEME_2_OPTIONS came with scheme 2, so scheme-1 keys never had them.
 KEY_SCHEME: contextvars.ContextVar[int] = contextvars.ContextVar("w2s_key_scheme", default=2)
-SCHEME_2_OPTIONS = frozenset({"truncation", "question_first"})
+SCHEME_2_OPTIONS = frozenset({"truncation", "question_first", "batch_tokens", "precision"})  # every option added since
 
 
 def key_options(options: BaseModel, leave_out: Sequence[str] = ()) -> dict:

@@ -69,12 +69,12 @@ options = {{ ngram_max = 3 }}
     assert runner.invoke(cli, ["study", "run", str(study), "--db", str(db)]).exit_code == 0
     store = Store(db, readonly=True)
     m2_fit = next(store.db.query("SELECT key FROM stages WHERE kind = 'fit' AND model = 'm2' AND role = 'student'"))["key"]
-    m2_labels = next(store.db.query("SELECT key FROM stages WHERE kind = 'predict' AND role = 'weak_labels' AND model = 'm2'"))["key"]
+    m2_labels = m2_fit  # keep_checkpoints = "needed": m2's fit stage predicts its labels for step 2 itself
     stored = {i: r["probs"] for i, r in store.predictions(m2_labels, "transfer_2").items()}  # step 2's fresh transfer split
     m3_targets = [targets for label, targets in seen if label == "m3"]  # the chain step, then the direct m1 -> m3
     assert len(m3_targets) == 2 and m3_targets[0] == stored  # step 2 trained on exactly what m2 predicted and the store holds
     assert m3_targets[1] != stored and set(m3_targets[1]) == set(stored)  # the direct transfer: m1's labels on the same examples
-    assert json.loads(next(store.db.query("SELECT spec_json FROM stages WHERE key = ?", [m2_labels]))["spec_json"])["fit"] == m2_fit
+    assert set(json.loads(next(store.db.query("SELECT spec_json FROM stages WHERE key = ?", [m2_fit]))["spec_json"])["predict"]) == {"transfer_2", "test"}
 
 
 def test_query_leaves_the_store_byte_identical(sentiment_dir, tmp_path, runner):

@@ -265,8 +265,9 @@ options = {{ depth = 6 }}
     import sqlite3
 
     con = sqlite3.connect(db)
-    acc = dict(con.execute("""SELECT st.model || ':' || st.role, m.value FROM metrics m JOIN stages st ON st.key = m.stage_key
-                              WHERE m.name = 'accuracy' AND m.split = 'test'""").fetchall())
+    acc = dict(con.execute("""SELECT DISTINCT st.model || ':' || ss.role, m.value FROM metrics m JOIN stages st ON st.key = m.stage_key
+                              JOIN study_stages ss ON ss.stage_key = st.key
+                              WHERE m.name = 'accuracy' AND m.split = 'test' AND ss.role LIKE '%\\_test' ESCAPE '\\'""").fetchall())
     assert set(acc) >= {"sf-d1:weak_test", "sf-d3:student_test", "sf-d6:student_test", "sf-d6:ceiling_test"}
     # measured on the committed puzzles' 12 test puzzles: depth 1 finds 7, depth 3 finds 11, depth 6 all
     assert acc == pytest.approx({"sf-d1:weak_test": 7 / 12, "sf-d3:student_test": 11 / 12, "sf-d3:ceiling_test": 11 / 12,
@@ -449,6 +450,7 @@ def test_generation_metrics_are_stored_shown_and_match_the_benchmark(runner, tmp
 name = "{name}"
 seeds = [0]
 baseline = "none"
+keep_checkpoints = "all"
 [task]
 name = "chess_puzzles"
 data_dir = "{data}"
@@ -469,8 +471,8 @@ generation_metrics = true
     result = runner.invoke(cli, ["study", "run", str(study), "--db", str(db)])
     assert result.exit_code == 0, result.output
     con = sqlite3.connect(db)
-    rows = con.execute("""SELECT st.role, m.split, m.name, m.value FROM metrics m JOIN stages st ON st.key = m.stage_key
-                          WHERE m.name LIKE 'gen_%'""").fetchall()
+    rows = con.execute("""SELECT DISTINCT ss.role, m.split, m.name, m.value FROM metrics m JOIN study_stages ss ON ss.stage_key = m.stage_key
+                          WHERE m.name LIKE 'gen\\_%' ESCAPE '\\' AND ss.role LIKE '%\\_test' ESCAPE '\\'""").fetchall()
     stored = {(role, name): value for role, split, name, value in rows}
     assert {split for _, split, _, _ in rows} == {"test"}
     assert {role for role, _ in stored} == {"weak_test", "student_test", "ceiling_test"}  # not weak_labels (transfer)

@@ -12,7 +12,13 @@ from w2s.commands.cli import cli
 from w2s.commands.estimates import duration
 from w2s.storing.store import Store
 from w2s.storing.throughput import measured_rates, stage_seconds
-from conftest import study_toml
+from conftest import study_toml as tiny_study
+
+
+def study_toml(*args, **kwargs) -> str:
+    """The tiny study with every checkpoint kept: these tests time fit and predict stages apart (tests/test_keep_checkpoints.py
+    checks that a folded fit, which predicts inside its stage, is estimated from folded fits)."""
+    return tiny_study(*args, **kwargs).replace("seeds = [0]", 'seeds = [0]\nkeep_checkpoints = "all"', 1)
 
 CEILING_FIT = "fit ceiling hf on transfer (ground truth)"
 N_TRANSFER, N_TEST, EPOCHS = 80, 60, 2  # study_toml's sizes and strong.train.epochs

@@ -138,7 +138,7 @@ options = { ngram_max = 2 }
     weak_fits = list(db.query("select model_json from stages where role = 'weak' and kind = 'fit'"))
     assert len(weak_fits) == 2  # two weak models, each fit once although each serves two pairs
     assert sorted(json.loads(r["model_json"])["options"].get("ngram_max", 1) for r in weak_fits) == [1, 2]  # defaults are left out
-    assert db.execute("select count(*) from stages where role = 'weak_labels'").fetchone()[0] == 2
+    assert db.execute("select count(distinct stage_key) from study_stages where role = 'weak_labels'").fetchone()[0] == 2
     assert db.execute("select count(*) from stages where role = 'ceiling' and kind = 'fit'").fetchone()[0] == 2
     pairs = {(r["weak"], r["strong"]): r["pgr"] for r in db.query("select * from results")}
     assert set(pairs) == {("bow1", "bert1"), ("bow1", "bert2"), ("bow2", "bert1"), ("bow2", "bert2")}
@@ -177,10 +177,10 @@ def test_chain_fits_each_model_on_the_previous_models_labels(runner, tmp_path, s
     students = {(r["weak"], r["strong"]): r["stage_key"] for r in db.query("select * from study_stages where role = 'student'")}
     assert set(students) == {("bow", "bert1"), ("bert1", "bert2"), ("bow", "bert2")}
     step2 = spec_of(db, students[("bert1", "bert2")])
+    assert step2["targets"] == students[("bow", "bert1")]  # bert1's student stage predicts step 2's labels (keep_checkpoints "needed")
     labeller = spec_of(db, step2["targets"])
-    assert labeller["fit"] == students[("bow", "bert1")]
     split_key = next(db.query("select key from splits where name = 'transfer_2'"))["key"]
-    assert labeller["data"] == step2["data"] == split_key
+    assert labeller["predict"]["transfer_2"] == step2["data"] == split_key
     # the direct bow -> bert2 transfer uses the same examples as the last chain step
     direct = spec_of(db, students[("bow", "bert2")])
     assert direct["data"] == split_key
@@ -236,7 +236,7 @@ def test_seeds_mean_ci_row_and_rerun_after_delete_is_identical(runner, tmp_path,
     assert f"{wm:.3f} [{wl:.3f}, {wh:.3f}]" in weak_mean
     before = probs_of_seed(db, 1)
     keys = [r["key"] for r in db.query("select key from stages where seed = 1")]
-    assert len(keys) == 8  # weak fit, weak labels, weak test, ceiling fit/test, student fit/test, evaluate
+    assert len(keys) == 4  # weak, ceiling and student fits (each predicting on its splits) and the evaluate stage
     marks = ",".join("?" * len(keys))
     for table in ("metrics", "predictions", "curves", "artifacts"):
         db.execute(f"delete from {table} where stage_key in ({marks})", keys)
@@ -245,7 +245,7 @@ def test_seeds_mean_ci_row_and_rerun_after_delete_is_identical(runner, tmp_path,
     db.conn.commit()
     again, db = run(runner, tmp_path, seeds_text(sentiment_dir, tiny_bert))
     assert again.exit_code == 0, again.output
-    assert sum(l.endswith(": cached") for l in again.output.splitlines()) == 16
+    assert sum(l.endswith(": cached") for l in again.output.splitlines()) == 8
     assert list(db.query("select seed, weak_acc, student_acc, ceiling_acc, pgr from results order by seed")) == rows
     assert probs_of_seed(db, 1) == before
 
@@ -407,7 +407,7 @@ label = "gpt"
 options = {{ path = "{tiny_gpt2}", head = "lm", max_length = 128 }}
 train = {{ epochs = 1, batch_size = 16, lr = 1e-3 }}
 """
-    text = (header(sentiment_dir, "prompt", n_test=20, study_extra='baseline = "auto"\nbaseline_k_shot = 2')
+    text = (header(sentiment_dir, "prompt", n_test=20, study_extra='baseline = "auto"\nbaseline_k_shot = 2\nkeep_checkpoints = "all"')
             + '[weak]\nmodel = "bow"\n\n' + strong + "\n[gt_early_stopping]\nn_val = 10\neval_every = 1\n")
     result, db = run(runner, tmp_path, text)
     assert result.exit_code == 0, result.output

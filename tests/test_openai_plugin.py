@@ -170,15 +170,15 @@ def test_failed_job_ends_its_stage_with_the_api_message_and_keeps_other_results(
     assert result.exit_code == 1
     assert f"FAILED: W2SError: fine-tuning job ftjob-000002 failed: {fake.fail_message}" in result.output
     store = Store(db, readonly=True)
-    status = {r["role"]: r["status"] for r in store.db.query("SELECT role, status FROM stages")}
+    status = {r["role"]: r["status"] for r in store.db.query("SELECT ss.role, st.status FROM study_stages ss JOIN stages st ON st.key = ss.stage_key")}
     assert status["weak"] == status["weak_labels"] == status["weak_test"] == "done"
     assert status["ceiling"] == status["student"] == "failed"
-    assert len(store.predictions(next(store.db.query("SELECT key FROM stages WHERE role='weak_test'"))["key"], "test")) == 30
+    assert len(store.predictions(next(store.db.query("SELECT stage_key AS key FROM study_stages WHERE role='weak_test'"))["key"], "test")) == 30
     # the cause is fixed: a rerun keeps the weak stages and launches fresh jobs for the failed ones
     fake.job_outcome = "succeeded"
     result = run_cli(runner, "study", "run", f, "--db", db, "--yes")
     assert result.exit_code == 0, result.output
-    assert "fit weak bow on weak_train (ground truth): cached" in result.output
+    assert "fit weak bow on weak_train (ground truth), predict on transfer, test: cached" in result.output
     assert sorted(j["status"] for j in fake.jobs.values()) == ["failed", "failed", "succeeded", "succeeded"]
 
 

@@ -103,6 +103,7 @@ def study(folder, strong) -> str:
 [study]
 name = "prefs"
 seeds = [0]
+keep_checkpoints = "all"  # the test reloads the student's weights
 
 [task]
 name = "files"

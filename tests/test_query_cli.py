@@ -190,8 +190,9 @@ def test_rerun_reuses_every_stage_and_the_same_study(stored):
 
 def test_delete_keeps_shared_stages_and_removes_owned_artifacts(stored, tmp_path):
     db = tmp_path / "w2s.db"
-    keep = run_study(tmp_path, db, bow_study(stored["data"], "keeper", losses=("xent",)), "k.toml")
-    gone = run_study(tmp_path, db, bow_study(stored["data"], "goner", strong_label="bow-trigram", ngram=3), "g.toml")
+    kept = lambda text: text.replace('notes = ""', 'notes = ""\nkeep_checkpoints = "all"')  # checkpoints to own and delete
+    keep = run_study(tmp_path, db, kept(bow_study(stored["data"], "keeper", losses=("xent",))), "k.toml")
+    gone = run_study(tmp_path, db, kept(bow_study(stored["data"], "goner", strong_label="bow-trigram", ngram=3)), "g.toml")
     store = Store(db)
     owned = [r["stage_key"] for r in store.db.query(
         "SELECT stage_key FROM study_stages WHERE study_id = ? EXCEPT SELECT stage_key FROM study_stages WHERE study_id != ?", [gone, gone])]

@@ -61,12 +61,12 @@ def test_moving_the_data_folder_keeps_every_stage_cached(tmp_path, runner):
     data, study = setup(tmp_path)
     db = tmp_path / "w2s.db"
     first = run(runner, study, db)
-    assert first.count(": running") == 10  # 8 protocol stages and 2 evals
+    assert first.count(": running") == 9  # 7 protocol stages (the student predicts in its fit stage) and 2 evals
     moved = tmp_path / "moved"
     shutil.move(data, moved)
     study.write_text(study_text(moved / "sst2", moved / "ethics"))
     again = run(runner, study, db)
-    assert ": running" not in again and again.count(": cached") == 10, again
+    assert ": running" not in again and again.count(": cached") == 9, again
     keys = stage_keys(db)
     spec_texts = " ".join(r["spec_json"] for r in Store(db, readonly=True).db.query("SELECT spec_json FROM stages"))
     assert str(tmp_path) not in spec_texts  # no path in any stage's key material
@@ -88,9 +88,9 @@ def test_a_new_option_with_a_default_keeps_every_stage_cached(tmp_path, runner, 
 
     monkeypatch.setattr(BowModel, "Options", Options)
     again = run(runner, study, db)
-    assert ": running" not in again and again.count(": cached") == 10, again
+    assert ": running" not in again and again.count(": cached") == 9, again
     study.write_text(study.read_text().replace("options = { ngram_max = 2 }", 'options = { ngram_max = 2, stop_words = "english" }'))
-    assert run(runner, study, db).count(": running") == 6  # a non-default value is part of the strong model's key
+    assert run(runner, study, db).count(": running") == 5  # a non-default value is part of the strong model's key
 
 
 def test_an_older_store_is_rekeyed_and_its_results_stay_cached(tmp_path, runner):
@@ -106,20 +106,20 @@ def test_an_older_store_is_rekeyed_and_its_results_stay_cached(tmp_path, runner)
     store.db.conn.commit()
     old = stage_keys(db)
     again = run(runner, study, db)
-    assert "rekeyed 9 stage(s) stored under older keys" in again  # every stage but the evaluate stage (it gained flags)
-    assert again.count(": cached") == 9 and again.count(": running") == 1 and "evaluate bow -> bow [xent]: running" in again
+    assert "rekeyed 8 stage(s) stored under older keys" in again  # every stage but the evaluate stage (it gained flags)
+    assert again.count(": cached") == 8 and again.count(": running") == 1 and "evaluate bow -> bow [xent]: running" in again
     new = stage_keys(db)
-    assert len(new - old) == 10 and len(old - new) == 9  # 9 renamed, 1 new evaluate stage; the old evaluate row stays
+    assert len(new - old) == 9 and len(old - new) == 8  # 8 renamed (the folded student too), 1 new evaluate stage; the old evaluate row stays
     rows = Store(db, readonly=True)
     renamed = list(rows.db.query("SELECT key, legacy_key FROM stages WHERE legacy_key IS NOT NULL AND legacy_key != key"))
-    assert len(renamed) == 9
+    assert len(renamed) == 8
     for table in ("predictions", "metrics", "study_stages", "artifacts", "stage_attempts"):  # everything follows the new keys
         orphans = list(rows.db.query(f"SELECT DISTINCT stage_key FROM {table} WHERE stage_key IN (SELECT legacy_key FROM stages WHERE legacy_key != key)"))
         assert orphans == [], table
     shown = runner.invoke(cli, ["study", "show", "keys", "--db", str(db)])
-    assert shown.exit_code == 0 and "0       bow     bow" in shown.output and shown.output.count(" done ") >= 10
+    assert shown.exit_code == 0 and "0       bow     bow" in shown.output and shown.output.count(" done ") >= 9
     dry = runner.invoke(cli, ["study", "run", str(study), "--db", str(db), "--dry-run"])
-    assert "10 stages (10 cached)" in dry.output
+    assert "9 stages (9 cached)" in dry.output
 
 
 def test_weights_from_an_installed_package_are_keyed_by_the_package_not_its_folder(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ STUDY = """
 [study]
 name = "{name}"
 seeds = [0]
+keep_checkpoints = "all"  # the disk and gc tests need checkpoints to count and keep
 
 [task]
 name = "sst2"

@@ -76,5 +76,6 @@ batch_size = 16
     assert (row["student_acc"], row["ceiling_acc"]) == pytest.approx((0.25, 0.25))  # measured: the tiny random LM, 4 of 16
     # the LM-head student scored rendered prompts, and they are queryable
     prompts = list(Store(db, readonly=True).db.query(
-        "SELECT p.prompt FROM eval_prompts p JOIN stages s ON s.key = p.stage_key WHERE s.role = 'student_test'"))
+        "SELECT DISTINCT p.split, p.example_id, p.prompt FROM eval_prompts p JOIN study_stages ss ON ss.stage_key = p.stage_key "
+        "WHERE ss.role = 'student_test' AND p.split = 'test'"))
     assert len(prompts) == 16 and all(r["prompt"].startswith("Passage: It is well known that") for r in prompts)

@@ -10,7 +10,7 @@ Evaluate stages are left to rerun: they take milliseconds and gained new flags w
 from __future__ import annotations
 
 from ..api import KEY_SCHEME
-from .protocol import Protocol
+from .protocol import Protocol, folded
 from .study import Study
 
 
@@ -25,6 +25,7 @@ def legacy_keys(study: Study, links: list, pools: list) -> dict[str, str]:
             old_links += legacy.plan()
     finally:
         KEY_SCHEME.reset(token)
+    old_links = folded(study, old_links)  # the same shape as `links`, so the two line up
     return {new.key: old.key for (new, _, _), (old, _, _) in zip(links, old_links) if new.kind != "evaluate" and new.key != old.key}
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from .. import plugins
 from ..api import KEY_SCHEME, Example, Loss, Model, W2SError, check_reward_model, fingerprint, is_pairwise
 from .evals import plan_evals
+from .folding import fold_predictions
 from .methods import baseline_model, grid_pairs, plan_chain
 from .stage import CheckpointOf, PredictionsOf, Split, Stage
 from .study import Study, StudyTask
@@ -223,6 +224,11 @@ class Protocol:
         return links
 
 
+def folded(study: Study, links: list[Link]) -> list[Link]:
+    """With keep_checkpoints = "needed" (the default), fits that only their own predict stages load predict in their stage."""
+    return fold_predictions(links) if study.spec.study.keep_checkpoints == "needed" else links
+
+
 def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple], list[tuple]]:
     """The study's stages (run order), their study links, the split records to store when it runs, and each task's data pools."""
     links: list[Link] = []
@@ -240,5 +246,6 @@ def plan_study(study: Study) -> tuple[list[Stage], list[Link], list[tuple], list
                 stage.title = f"{task.label}: {stage.title}"
         records.update(protocol.split_records)
         pools.append(protocol.pools())
+    links = folded(study, links)
     stages = list({stage.key: stage for stage, _, _ in links}.values())
     return stages, links, list(records.values()), pools

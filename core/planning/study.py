@@ -24,6 +24,7 @@ class StudyHeader(Options):
     chain_transfer: Literal["fresh", "same"] = "fresh"  # chains: a fresh transfer split per step, or one shared split
     baseline: Literal["none", "auto", "linear_probe", "prompt"] = "none"  # the strong model before fine-tuning
     baseline_k_shot: int = Field(default=4, ge=0)  # demonstrations for a prompt baseline, drawn from A
+    keep_checkpoints: Literal["needed", "all"] = "needed"  # needed: a fit only its own predictions use keeps no weights
     only_tasks: list[str] | None = Field(
         default=None, min_length=1, description="with [[task]] tables: plan only these task labels (w2s study run --task)")
 

@@ -59,7 +59,8 @@ def prompt_tables(stage_key: str, split: str, examples: list[Example], task: Tas
 
 # -- the stage kinds -----------------------------------------------------------------------------
 def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
-    """Fit the model on ground truth or on an upstream stage's predictions; publish its checkpoint."""
+    """Fit the model on ground truth or on an upstream stage's predictions; then publish its checkpoint, or,
+    when the plan folded its predict stages in (planning/folding.py), predict on their splits and keep no weights."""
     task, model, loss = task_from(spec["task"]), model_from(spec["model"]), loss_from(spec["loss"])
     examples, targets = inputs["examples"], inputs["targets"]
     if targets is None:
@@ -72,6 +73,13 @@ def run_fit(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
         ctx.validation = Validation(inputs["validation"], np.array([e.label for e in inputs["validation"]]), spec["eval_every"])
     trained = model.fit(examples, soft, loss, task, ctx)
     ctx.metrics.update({("model", name): float(n) for name, n in trained.parameter_counts().items()})  # measured size
+    if spec.get("predict"):
+        result = StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output)
+        for split in spec["predict"]:
+            ctx.split = split
+            add_predictions(result, predictions_on(split, inputs["predict"][split], task, model, trained, ctx))
+        trained.free()
+        return result
     path = save_checkpoint(trained, ctx.artifact_dir)
     keep(str(path), trained)  # the predict stages that follow in this process skip the reload
     return StageResult(curves=ctx.curves, metrics=ctx.metrics, output=ctx.output, artifacts={"checkpoint": str(path)})
@@ -87,16 +95,32 @@ def run_adapt(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
 def run_predict(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     """Label a split with a fitted model: probabilities, metrics and (prompted models) the prompts."""
     task, model = task_from(spec["task"]), model_from(spec["model"])
-    path, examples, split = inputs["checkpoint"], inputs["examples"], spec["split"]
+    path = inputs["checkpoint"]
     trained = loaded(path, lambda: model.load(Path(path), task))
+    result = StageResult(metrics=ctx.metrics, curves=ctx.curves, output=ctx.output)  # what the model logs while predicting too
+    return add_predictions(result, predictions_on(spec["split"], inputs["examples"], task, model, trained, ctx))
+
+
+def predictions_on(split: str, examples: list[Example], task: Task, model, trained, ctx: WorkerContext) -> StageResult:
+    """A fitted model's probabilities on one split, their metrics, the free-generation metrics on test (when
+    the task asks for them, see the w2s.api module docstring) and, for prompted models, the prompts scored."""
     probs = as_targets(task, examples, trained.predict(examples, task, ctx))
     labels = np.array([e.label for e in examples])
-    metrics = {**ctx.metrics, **{(split, k): v for k, v in prediction_metrics(task, examples, probs, labels).items()}}
-    if split == "test" and model.generates():  # free generation, when the task asks for it (w2s.api module docstring)
+    metrics = {(split, k): v for k, v in prediction_metrics(task, examples, probs, labels).items()}
+    if split == "test" and model.generates():
         generated = task.generation_metrics(examples, lambda some: trained.generate(some, task, ctx))
         metrics.update({(split, k): v for k, v in generated.items()})
-    return StageResult(predictions={split: ([e.id for e in examples], probs, labels)}, metrics=metrics, curves=ctx.curves,
-                       output=ctx.output, tables=prompt_tables(ctx.stage_key, split, examples, task, model.scores_prompts()))
+    return StageResult(predictions={split: ([e.id for e in examples], probs, labels)}, metrics=metrics,
+                       tables=prompt_tables(ctx.stage_key, split, examples, task, model.scores_prompts()))
+
+
+def add_predictions(result: StageResult, more: StageResult) -> StageResult:
+    """`more`'s predictions, metrics and table rows added to `result` (one split at a time)."""
+    result.predictions.update(more.predictions)
+    result.metrics.update(more.metrics)
+    for table, rows in more.tables.items():
+        result.tables.setdefault(table, []).extend(rows)
+    return result
 
 
 def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
