@@ -18,8 +18,8 @@ from w2s_plugins.hf_probe import fit_probe, load_probe
 from w2s_plugins.hf_lm import check_lm_fit, fit_lm, load_lm, pretrained_lm
 from w2s_plugins.hf_adapt import adapt_lm
 from w2s_plugins.hf_reward import collate_pairs, encode_pairs, pair_reward_class
-from w2s_plugins.hf_loading import check_loadable, is_causal, load_pretrained, portable_path, report_truncation
-from w2s_plugins.hf_tokens import encode_cached
+from w2s_plugins.hf_loading import check_loadable, is_causal, load_pretrained, portable_path
+from w2s_plugins.hf_tokens import encode_inputs
 
 
 def package_dir(package: str) -> Path | None:
@@ -210,9 +210,7 @@ class HFModel(Model):
     def encode_texts(self, tokenizer, texts: list[str], ctx=None) -> list[dict]:
         """Token ids of `texts` as they are, cut to max_length (the truncated share recorded with `ctx`)."""
         side = tokenizer.truncation_side = self.truncation_side()
-        ids, lengths = encode_cached(tokenizer, texts, self.options.max_length, side)  # each text tokenized once (hf_tokens.py)
-        report_truncation(ctx, tokenizer, texts, self.options.max_length, side, lengths)
-        return [{"input_ids": row, "attention_mask": [1] * len(row)} for row in ids]
+        return encode_inputs(tokenizer, texts, self.options.max_length, side, ctx)  # each text tokenized once (hf_tokens.py)
 
     @staticmethod
     def collate(tokenizer):

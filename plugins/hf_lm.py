@@ -16,8 +16,8 @@ import numpy as np
 
 from w2s.api import Trained, W2SError, has_own_choices
 from w2s.train import autocast, fit_module, length_buckets, parameter_counts, seed_everything
-from w2s_plugins.hf_loading import load_pretrained, report_truncation
-from w2s_plugins.hf_tokens import encode_cached
+from w2s_plugins.hf_loading import load_pretrained
+from w2s_plugins.hf_tokens import encode_inputs
 
 
 def load_causal_lm(model, path: str | None = None, gguf_file: str | None = None):
@@ -166,10 +166,7 @@ class LMTrained(Trained):
     def encode(self, prompts: list[str], room: int = 1, ctx=None) -> list[dict]:
         """Tokenized prompts, truncated (from the left by default) to leave room for the longest choice."""
         limit = self.owner.options.max_length - room
-        side = self.tokenizer.truncation_side
-        ids, lengths = encode_cached(self.tokenizer, prompts, limit, side)  # each prompt tokenized once (hf_tokens.py)
-        report_truncation(ctx, self.tokenizer, prompts, limit, side, lengths)
-        return [{"input_ids": row, "attention_mask": [1] * len(row)} for row in ids]
+        return encode_inputs(self.tokenizer, prompts, limit, self.tokenizer.truncation_side, ctx)  # each prompt tokenized once
 
     def save(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)

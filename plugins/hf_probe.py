@@ -17,8 +17,8 @@ from filelock import FileLock
 
 from w2s.api import Trained, W2SError, fingerprint
 from w2s.train import fit_module, predict_module, seed_everything
-from w2s_plugins.hf_loading import portable_path, report_truncation
-from w2s_plugins.hf_tokens import encode_cached
+from w2s_plugins.hf_loading import portable_path
+from w2s_plugins.hf_tokens import encode_inputs
 
 FEATURE_FIELDS = ("path", "gguf_file", "revision", "pooling", "num_layers", "max_length", "dtype")
 
@@ -85,9 +85,7 @@ class FeatureCache:
             self.tokenizer = AutoTokenizer.from_pretrained(o.path, **({"revision": o.revision} if o.revision else {}),
                                                            **({"gguf_file": o.gguf_file} if o.gguf_file else {}))
         side = self.tokenizer.truncation_side = self.model.truncation_side()
-        texts = [task.render(e) for e in examples]
-        _, lengths = encode_cached(self.tokenizer, texts, self.model.options.max_length, side)  # shared with the encoder's pass
-        report_truncation(ctx, self.tokenizer, texts, self.model.options.max_length, side, lengths)
+        encode_inputs(self.tokenizer, [task.render(e) for e in examples], self.model.options.max_length, side, ctx)  # cached: shared with the encoder's pass
 
     def write(self, keys: list[str], features: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

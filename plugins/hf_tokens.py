@@ -19,6 +19,7 @@ import numpy as np
 
 from w2s.api import fingerprint
 from w2s.home import w2s_home
+from w2s_plugins.hf_loading import report_truncation
 
 MEMORY_FOLDERS = 8  # cache folders (tokenizer x options) kept in this process's memory
 
@@ -152,3 +153,11 @@ def encode_cached(tokenizer, texts: list[str], max_length: int, side: str) -> tu
             entries.ids[key] = np.asarray(row, dtype=np.int64)
             entries.full[key] = n
     return [entries.ids[k].tolist() for k in keys], [entries.full[k] for k in keys]
+
+
+def encode_inputs(tokenizer, texts: list[str], max_length: int, side: str, ctx=None) -> list[dict]:
+    """Model inputs of `texts` (input_ids cut to `max_length` on `side`, attention_mask) from the cache, with the
+    truncated share recorded with `ctx` (hf_loading.report_truncation) from the cached untruncated lengths."""
+    ids, lengths = encode_cached(tokenizer, texts, max_length, side)
+    report_truncation(ctx, tokenizer, texts, max_length, side, lengths)
+    return [{"input_ids": row, "attention_mask": [1] * len(row)} for row in ids]
