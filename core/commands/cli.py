@@ -85,7 +85,6 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
     data (executor flags then have nothing to run). Otherwise the study is planned and its pending stages run.
     """
     from ..planning.study import load_study
-    from ..reporting.tables import results_table
     from ..running.instant import answer_from_store
 
     overrides = list(overrides) + ([f"study.seeds=[{','.join(map(str, seeds))}]"] if seeds else [])
@@ -99,8 +98,7 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
                    "versions unchanged)", err=True)
         for i, title in enumerate(answer.titles, 1):
             click.echo(f"[{i}/{n}] {title}: cached", err=True)
-        click.echo(f"study {spec.name} ({answer.study_id}) done; stored in {store.path}\n")
-        click.echo(results_table(store, answer.study_id))
+        echo_results(spec, store, answer.study_id)
         return
 
     from ..running.driver import Driver, executor_options
@@ -128,6 +126,13 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
             click.echo("\n" + cost_table(costs) + "\n(dry run: nothing was launched)")
         return
     study_id = engine.run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
+    echo_results(spec, store, study_id)
+
+
+def echo_results(spec, store: Store, study_id: str) -> None:
+    """What a finished `study run` prints, run or answered from the store: where it is stored, then its tables."""
+    from ..reporting.tables import results_table
+
     click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
     click.echo(results_table(store, study_id))
 
@@ -272,14 +277,12 @@ def study_compare(refs, db_path, as_json):
 def study_rerun(ref, db_path, yes, executor, jobs, ray_address, threads, artifact_root):
     """Run a stored study's definition again; finished stages are reused from the cache."""
     from ..planning.rerun import rerun_study
-    from ..reporting.tables import results_table
     from ..running.driver import Driver, executor_options
 
     store = Store(db_path)
     spec = rerun_study(store, ref)
     study_id = Driver(store, executor_options(spec, executor, jobs, ray_address, threads, artifact_root)).run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
-    click.echo(f"study {spec.name} ({study_id}) done; stored in {store.path}\n")
-    click.echo(results_table(store, study_id))
+    echo_results(spec, store, study_id)
 
 
 @study.command("delete")

@@ -39,7 +39,7 @@ def fold_predictions(links: list[Link]) -> list[Link]:
     if not folds:
         return links
     folded_away = {p.key for predicts in folds.values() for p in predicts}
-    renamed: dict[str, str] = {}  # old key -> the key that stands for it now
+    renamed: dict[str, str] = {}  # old key -> the key that stands for it now (changed keys only)
     new: dict[str, Stage] = {}
     for stage in stages:
         if stage.key in folded_away:  # its fit came first and took it in
@@ -49,7 +49,8 @@ def fold_predictions(links: list[Link]) -> list[Link]:
             now = folded_fit(now, folds[stage.key])
             renamed.update({p.key: now.key for p in folds[stage.key]})
             new.update({p.key: now for p in folds[stage.key]})
-        renamed[stage.key] = now.key
+        if now.key != stage.key:
+            renamed[stage.key] = now.key
         new[stage.key] = now
     return [(new[stage.key], role, labels) for stage, role, labels in links]
 
@@ -77,7 +78,7 @@ def folded_fit(fit: Stage, predicts: list[Stage]) -> Stage:
 def following(stage: Stage, renamed: dict[str, str]) -> Stage:
     """`stage` with its references to renamed stages (deps, inputs, keys in its spec) updated, and a key recomputed
     from that spec; unchanged when it references none."""
-    if not any(d in renamed and renamed[d] != d for d in stage.deps):
+    if not any(d in renamed for d in stage.deps):
         return stage
     keyed = _rename(json.loads(stage.row["spec_json"]), renamed)
     deps = list(dict.fromkeys(renamed.get(d, d) for d in stage.deps))
