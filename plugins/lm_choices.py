@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from w2s.api import W2SError
-from w2s.train import cosine_with_warmup, length_buckets, progress_disabled, seed_everything
+from w2s.train import autocast, cosine_with_warmup, length_buckets, progress_disabled, seed_everything
 from w2s_plugins.hf_lm import LMTrained, choice_token_ids, pretrained_lm, softmax
 from w2s_plugins.hf_loading import report_truncation
 
@@ -66,7 +66,7 @@ def predict_choices(trained: LMTrained, examples, task, ctx=None) -> list[np.nda
     out = []
     items = list(zip(examples, prompts))
     iterable = ctx.progress(items, total=len(items), desc="score choices") if ctx else items
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(trained.owner.device, trained.owner.options.precision):
         for e, ids in iterable:
             scores = choice_logprobs(trained.lm, ids, choice_token_ids(trained.tokenizer, e.choices), trained.owner.device)
             out.append(softmax(scores.cpu().numpy().astype(float)))
@@ -87,7 +87,7 @@ def generate_texts(trained: LMTrained, examples, task, max_new_tokens: int = 10,
         items = ctx.progress(items, total=len(items), desc="generate")
     else:
         items = tqdm(items, total=len(items), desc="generate", unit="example", leave=False, disable=progress_disabled())
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(trained.owner.device, trained.owner.options.precision):
         for e, ids in items:
             prompt = torch.tensor([ids], device=trained.owner.device)
             generated = trained.lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
@@ -162,7 +162,7 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     objective = model.options.choice_objective  # checked against the loss by check_lm_fit
     seed_everything(ctx.seed)
     trained = pretrained_lm(model)
-    lm, cfg, device = trained.lm, model.train, model.device
+    lm, cfg, device, precision = trained.lm, model.train, model.device, model.options.precision
     prompts = encode_prompts(trained, examples, task, ctx)
     choices = [choice_token_ids(trained.tokenizer, e.choices) for e in examples]
     targets = [torch.tensor(np.asarray(t, dtype=np.float32), device=device) for t in soft_targets]
@@ -171,7 +171,8 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
 
     def generative(batch, progress: float) -> tuple[float, None]:
         pairs = [(i, c, w) for i in batch for c, w in moves[i]]
-        logp = sequence_logprobs(lm, [(prompts[i], choices[i][c] + end) for i, c, _ in pairs], device)
+        with autocast(device, precision):  # the forward pass only; backward follows the forward's dtypes
+            logp = sequence_logprobs(lm, [(prompts[i], choices[i][c] + end) for i, c, _ in pairs], device)
         value = -(logp * torch.tensor([w for _, _, w in pairs], device=device)).sum() / len(batch)
         value.backward()
         return value.item(), None
@@ -179,7 +180,8 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     def over_choices(batch, progress: float) -> tuple[float, float]:
         total, right = 0.0, 0
         for i in batch:  # one example at a time: every legal move is in the graph
-            logits = choice_logprobs(lm, prompts[i], choices[i], device)
+            with autocast(device, precision):
+                logits = choice_logprobs(lm, prompts[i], choices[i], device)
             value = loss(logits.unsqueeze(0), targets[i].unsqueeze(0), progress) - (targets[i] * logits).sum()
             (value / len(batch)).backward()
             total += value.item() / len(batch)

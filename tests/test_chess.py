@@ -346,6 +346,43 @@ def test_lm_student_scores_every_legal_move_and_learns(puzzle_file, tiny_char_lm
     assert len(texts) == 3 and m["illegal_moves"] == sum(p.sum() == 0 for p in generated)
 
 
+@pytest.mark.parametrize("objective", ["generative", "choices"])
+def test_bf16_autocasts_chess_fit_scoring_and_generation(puzzle_file, tiny_char_lm, objective, monkeypatch):
+    """precision = "bf16" reaches the per-example-choices path (lm_choices): every linear layer of the fit, the move
+    scoring and free generation runs under autocast; fp32 runs none; the scores stay close to fp32's."""
+    import torch
+
+    from w2s_plugins.lm_choices import generate_choices
+
+    linear = torch.nn.Linear.forward
+    conv1d = __import__("transformers.pytorch_utils", fromlist=["Conv1D"]).Conv1D
+    conv1d_forward = conv1d.forward  # GPT-2's projections are Conv1D layers
+    task, examples = load_all(puzzle_file)
+    es = list(examples.values())
+    targets = [np.eye(len(e.choices))[e.label] for e in es]
+    train = {"epochs": 2, "batch_size": 3, "lr": 3e-3, "warmup_frac": 0.0}
+
+    def run(precision):
+        seen = []
+        monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: seen.append(torch.is_autocast_enabled("cpu")) or linear(self, x))
+        monkeypatch.setattr(conv1d, "forward", lambda self, x: seen.append(torch.is_autocast_enabled("cpu")) or conv1d_forward(self, x))
+        options = {"path": str(tiny_char_lm), "head": "lm", "max_length": 160, "choice_objective": objective, "precision": precision}
+        model = plugins.make_model("hf", options, train, "strong")
+        trained = model.fit(es, targets, plugins.make_loss("xent", {}, "loss"), task, RecordingCtx())
+        fitting = len(seen)
+        probs = trained.predict(es, task)
+        scoring = len(seen)
+        generate_choices(trained, es, task)
+        return probs, seen[:fitting], seen[fitting:scoring], seen[scoring:]
+
+    probs, *fp32_phases = run("fp32")
+    bf_probs, *bf16_phases = run("bf16")
+    assert all(phase and not any(phase) for phase in fp32_phases)
+    assert all(phase and all(phase) for phase in bf16_phases)
+    assert all(np.allclose(a, b, atol=0.05) for a, b in zip(probs, bf_probs))
+    assert any(not np.array_equal(a, b) for a, b in zip(probs, bf_probs))  # bfloat16 matmuls: close, not equal
+
+
 def test_generative_objective_weights_soft_targets_and_refuses_other_losses(tiny_char_lm, puzzle_file):
     from w2s_plugins.lm_choices import weighted_moves
 
