@@ -193,6 +193,18 @@ def test_chain_fits_each_model_on_the_previous_models_labels(runner, tmp_path, s
         name = ("direct " if r["role"] == "chain_direct" else "") + f"{r['weak']} -> {r['strong']}"
         line = next(l for l in table if f" {name} " in l and (r["role"] == "chain_direct") == ("direct" in l))
         assert f"{r['student_acc']:.3f}" in line and f"{r['ceiling_acc']:.3f}" in line
+    # bootstrapping against direct transfer: the chain's last student minus the direct student, same test examples
+    direct_eval, last_step = evals[0], evals[2]
+    key = next(db.query("select stage_key from study_stages where role = 'chain_direct'"))["stage_key"]
+    m = {r["name"]: r["value"] for r in db.query("select name, value from metrics where stage_key = ?", [key])}
+    assert m["chain_acc"] == last_step["student_acc"]
+    assert m["chain_minus_direct"] == pytest.approx(last_step["student_acc"] - direct_eval["student_acc"])
+    assert m["chain_minus_direct_ci_low"] <= m["chain_minus_direct"] <= m["chain_minus_direct_ci_high"]
+    gap = direct_eval["ceiling_acc"] - direct_eval["weak_acc"]
+    if gap > 0:
+        assert m["chain_minus_direct_pgr"] == pytest.approx(m["chain_minus_direct"] / gap)
+    line = next(l for l in table if l.startswith("chain - direct [seed 0, xent]"))
+    assert f"student accuracy {m['chain_minus_direct']:+.3f} [{m['chain_minus_direct_ci_low']:+.3f}, {m['chain_minus_direct_ci_high']:+.3f}]" in line
 
 
 def spec_of(db, key: str) -> dict:
@@ -464,3 +476,20 @@ def test_logistic_regression_mode_refuses_other_losses(tiny_bert):
     assert str(err.value) == ("hf.train.mode = \"logistic_regression\" fits cross-entropy only (loss is 'logconf'); "
                               'use mode = "linear_probe" for other losses')
     model.check_fit([], plugins.make_loss("xent", {}, "loss"), None)  # fine
+
+
+def test_chain_against_direct_difference_and_its_paired_ci():
+    """chain - direct on the same test examples: the accuracy difference, the PGR difference (same M1 and ceiling, so
+    the accuracy difference over the gap), and bootstrap CIs that exclude 0 when the chain is clearly better."""
+    from w2s.running.stages import chain_against_direct
+
+    n = 200
+    idx = np.arange(n)
+    correct = {"weak": idx < 100, "ceiling": idx < 180, "student": idx < 120, "chain": idx < 150}  # 0.50, 0.90, 0.60, 0.75
+    m = {name: value for (_, name), value in chain_against_direct(correct, seed=0).items()}
+    assert m["chain_minus_direct"] == pytest.approx(0.15)
+    assert m["chain_minus_direct_pgr"] == pytest.approx(0.15 / 0.40)
+    assert 0 < m["chain_minus_direct_ci_low"] < 0.15 < m["chain_minus_direct_ci_high"]
+    assert 0 < m["chain_minus_direct_pgr_ci_low"] < 0.375 < m["chain_minus_direct_pgr_ci_high"]
+    same = chain_against_direct({**correct, "chain": correct["student"]}, seed=0)
+    assert same[("test", "chain_minus_direct")] == 0 and same[("test", "chain_minus_direct_ci_low")] == 0 == same[("test", "chain_minus_direct_ci_high")]

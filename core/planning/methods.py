@@ -78,7 +78,7 @@ def plan_chain(p, seed: int, weak_train: Split, test: Split) -> list[tuple[Stage
         first_labels = p.predict_stage("weak_labels", first, transfers[-1], seed, labels)
         direct = p.fit_stage("student", models[-1], transfers[-1], loss, first_labels, seed, labels)
         direct_test = p.predict_stage("student_test", direct, test, seed, labels)
-        evaluate = p.evaluate_stage(first_test, direct_test, ceiling_test, seed, labels, role="chain_direct")
+        evaluate = p.evaluate_stage(first_test, direct_test, ceiling_test, seed, labels, role="chain_direct", chain_test=supervisor_test)
         links += [(first_labels, "weak_labels", labels), (direct, "student", labels), (direct_test, "student_test", labels),
                   (evaluate, "chain_direct", labels)]
     return links

@@ -154,12 +154,16 @@ class Protocol:
         return self.add(Stage(fingerprint(keyed), "predict", role, title, labels, row, [fit.key], spec, inputs, fit.model, self.task))
 
     def evaluate_stage(self, weak_test: Stage, student_test: Stage, ceiling_test: Stage, seed: int, labels: dict,
-                       role: str = "evaluate", baseline_test: Stage | None = None) -> Stage:
+                       role: str = "evaluate", baseline_test: Stage | None = None, chain_test: Stage | None = None) -> Stage:
+        """PGR of student_test between weak_test and ceiling_test; with chain_test (the direct transfer of a chain), also
+        the chain's last student against this direct student, on the same test examples."""
         keyed = {"kind": "evaluate", "weak": weak_test.key, "student": student_test.key, "ceiling": ceiling_test.key,
                  "v": 2 if KEY_SCHEME.get() == 2 else 1}  # v2: gap CI, one-class and majority flags
         if baseline_test is not None:
             keyed["baseline"] = baseline_test.key
-        sources = {name: keyed[name] for name in ("weak", "student", "ceiling", "baseline") if name in keyed}
+        if chain_test is not None:
+            keyed["chain"] = chain_test.key
+        sources = {name: keyed[name] for name in ("weak", "student", "ceiling", "baseline", "chain") if name in keyed}
         inputs = {name: PredictionsOf(key, "test") for name, key in sources.items()}
         title = f"{role.replace('_', ' ')} {labels['weak']} -> {labels['strong']} [{labels['loss']}]"
         deps = list(sources.values())

@@ -194,4 +194,24 @@ def chain_table(store: Store, study_id: str, steps: list[dict]) -> str:
                      disable_numparse=True)
     every = steps + [r for group in direct.values() for r in group]
     flags = sorted({f"FLAG ({r['weak']} -> {r['strong']}): {f}" for r in every for f in json.loads(r["flags"] or "[]")})
-    return "\n".join([title, table, *flags])
+    return "\n".join([title, table, *chain_against_direct(store, study_id), *flags])
+
+
+def chain_against_direct(store: Store, study_id: str) -> list[str]:
+    """One line per seed and loss: the chain's last student minus the direct student, with paired bootstrap CIs."""
+    rows = store.db.query("SELECT ss.seed, ss.loss, m.name, m.value FROM study_stages ss JOIN metrics m ON m.stage_key = ss.stage_key "
+                          "WHERE ss.study_id = ? AND ss.role = 'chain_direct' AND m.name LIKE 'chain_minus_direct%' ORDER BY ss.seed, ss.loss",
+                          [study_id])
+    values: dict[tuple, dict] = {}
+    for r in rows:
+        values.setdefault((r["seed"], r["loss"]), {})[r["name"]] = r["value"]
+    lines = []
+    for (seed, loss), v in values.items():
+        low, high = v.get("chain_minus_direct_ci_low"), v.get("chain_minus_direct_ci_high")
+        verdict = ("the chain beat direct transfer" if low > 0 else "direct transfer beat the chain" if high < 0
+                   else "no difference resolved (the CI includes 0)")
+        pgr_part = "" if v.get("chain_minus_direct_pgr") is None else (
+            f", PGR vs M1 {v['chain_minus_direct_pgr']:+.2f} {ci(v.get('chain_minus_direct_pgr_ci_low'), v.get('chain_minus_direct_pgr_ci_high'), 2)}")
+        lines.append(f"chain - direct [seed {seed}, {loss}]: student accuracy {v['chain_minus_direct']:+.3f} [{low:+.3f}, {high:+.3f}]{pgr_part}"
+                     " (paired bootstrap over test examples): " + verdict)
+    return lines

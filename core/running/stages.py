@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 
 from ..api import Example, Task, Validation, fingerprint, has_own_choices
-from ..metrics import (agreement, bootstrap_accuracy, bootstrap_gap, bootstrap_pgr, choice_accuracy, classification_metrics, pgr, pgr_flags,
-                       prediction_flags)
+from ..metrics import (agreement, bootstrap_accuracy, bootstrap_gap, bootstrap_pgr, bootstrap_pgr_difference, choice_accuracy,
+                       classification_metrics, pgr, pgr_flags, prediction_flags)
 from ..prompting import fewshot_prefix, softmax_rows
 from .rebuild import keep, loaded, loss_from, model_from, publish, save_checkpoint, task_from
 from .work import Event, Outcome, StageResult, Work, WorkerContext, worker_identity
@@ -126,7 +126,7 @@ def add_predictions(result: StageResult, more: StageResult) -> StageResult:
 def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     """PGR with a paired bootstrap CI over test examples, the gap's CI, agreement and sanity flags."""
     seed = spec["seed"]
-    preds = {name: inputs[name] for name in ("weak", "student", "ceiling", "baseline") if name in inputs}
+    preds = {name: inputs[name] for name in ("weak", "student", "ceiling", "baseline", "chain") if name in inputs}
     ids = sorted(preds["weak"])
     labels = np.array([preds["weak"][i]["label"] for i in ids])
     pred = {name: np.array([rows[i]["pred"] for i in ids]) for name, rows in preds.items()}
@@ -142,11 +142,24 @@ def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     metrics[("test", "gap")], (metrics[("test", "gap_ci_low")], metrics[("test", "gap_ci_high")]) = acc["ceiling"] - acc["weak"], gap_ci
     metrics[("test", "n_test")] = float(len(ids))
     metrics.update({("test", k): v for k, v in agreement(pred["student"], pred["weak"], labels).items()})
+    if "chain" in correct:  # a chain's direct transfer: did bootstrapping beat it, on the same test examples?
+        metrics.update(chain_against_direct(correct, seed))
     metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
     flags = pgr_flags(acc["weak"], acc["ceiling"], acc.get("baseline"), gap_ci)
     if len({len(rows[i]["probs"]) for rows in preds.values() for i in ids}) == 1:  # one label space (not per-example choices)
-        flags += prediction_flags(pred, labels, acc_ci)
+        flags += prediction_flags({k: v for k, v in pred.items() if k != "chain"}, labels, acc_ci)  # the chain's own step flags it
     return StageResult(metrics=metrics, output={"flags": flags})
+
+
+def chain_against_direct(correct: dict[str, np.ndarray], seed: int) -> dict:
+    """The chain's last student minus the direct student: accuracy and PGR against M1, each with a paired bootstrap CI."""
+    diff = float(correct["chain"].mean() - correct["student"].mean())
+    low, high = bootstrap_gap(correct["student"], correct["chain"], seed=seed)
+    point, pgr_low, pgr_high = bootstrap_pgr_difference(correct["weak"], correct["chain"], correct["ceiling"], correct["student"],
+                                                        correct["ceiling"], seed=seed)
+    return {("test", "chain_minus_direct"): diff, ("test", "chain_minus_direct_ci_low"): low, ("test", "chain_minus_direct_ci_high"): high,
+            ("test", "chain_minus_direct_pgr"): point, ("test", "chain_minus_direct_pgr_ci_low"): pgr_low,
+            ("test", "chain_minus_direct_pgr_ci_high"): pgr_high}
 
 
 def run_eval(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
