@@ -364,3 +364,34 @@ def test_drivers_that_open_a_new_store_at_the_same_moment_all_succeed(files, tmp
     procs = [w2s_run(files["grid"], db, "--dry-run") for _ in range(4)]
     for proc in procs:
         assert "22 stages (0 cached)" in finish(proc, timeout=120)
+
+
+def test_sigterm_ends_a_run_like_ctrl_c_and_stops_its_worker_processes(files, reference, tmp_path):
+    """`kill` on the driver: one line, exit 130, the running stage recorded as interrupted, and no worker computing on
+    as an orphan; the rerun resumes and matches a clean run."""
+    db = tmp_path / "terminated.db"
+    proc = w2s_run(files["slow"], db, "--executor", "processes", "--jobs", "2")
+    row = wait_for_row(db, "SELECT key, worker_json FROM stages WHERE role = 'ceiling' AND status = 'running' AND worker_json IS NOT NULL", proc)
+    worker = json.loads(row["worker_json"])["pid"]
+    assert worker != proc.pid  # the stage runs in a worker process
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert out.strip().splitlines()[-1] == "w2s: interrupted; finished stages are kept, rerun the same command to resume"
+    deadline = time.monotonic() + 30
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(worker)
+    attempts = sqlite_utils.Database(db).query("SELECT status, error FROM stage_attempts WHERE stage_key = ? ORDER BY id", [row["key"]])
+    assert [(a["status"], a["error"]) for a in attempts] == [("interrupted", "interrupted (Ctrl-C or SIGTERM)")]
+    finish(w2s_run(files["slow"], db))
+    ours = predictions(db)
+    assert ours == {k: v for k, v in predictions(reference).items() if k in ours} and len(ours) == 80 + 3 * 60
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan nobody has reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import signal
 import sqlite3
 import sys
+import threading
 
 import click
 from tabulate import tabulate
@@ -35,11 +37,19 @@ def one_line(message: str) -> str:
     return "".join(ch if ch == " " or ch.isprintable() else repr(ch)[1:-1] for ch in message)
 
 
+def terminated(signum, frame):
+    """SIGTERM (`kill`, a cluster scheduler) ends a command as Ctrl-C does: running stages are recorded as interrupted and
+    worker processes are stopped, instead of the driver vanishing and its workers computing on as orphans."""
+    raise KeyboardInterrupt
+
+
 def user_errors(f):
-    """Print a W2SError as one line (exit 1); Ctrl-C as one line (exit 130); never a traceback."""
+    """Print a W2SError as one line (exit 1); Ctrl-C or SIGTERM as one line (exit 130); never a traceback."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, terminated) if main else None
         try:
             return f(*args, **kwargs)
         except W2SError as exc:
@@ -49,6 +59,9 @@ def user_errors(f):
             sys.exit(130)
         except sqlite3.Error as exc:
             raise click.ClickException(f"store error: {exc}; check the --db path (another w2s may hold a lock)") from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return wrapper
 

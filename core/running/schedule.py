@@ -45,7 +45,7 @@ class Schedule:
         except KeyboardInterrupt:
             self.executor.cancel()
             for key, (stage, attempt) in self.running.items():
-                self.claims.fail(key, attempt, "interrupted (Ctrl-C)", None, status="interrupted")
+                self.claims.fail(key, attempt, "interrupted (Ctrl-C or SIGTERM)", None, status="interrupted")
             raise
         return {key for key, state in self.state.items() if state == "failed"}
 
