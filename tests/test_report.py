@@ -148,8 +148,11 @@ def test_chain_rows_follow_the_chain_and_figure_draws(constructed, tmp_path):
         link(store, sid, f"step{i}", "chain_step", {"weak": weak, "strong": strong, "loss": "xent"},
              {"weak_acc": weak_acc, "student_acc": student_acc, "student_acc_ci_low": student_acc - 0.02,
               "student_acc_ci_high": student_acc + 0.02, "ceiling_acc": 0.9, "pgr": 0.5})
-    link(store, sid, "direct", "chain_direct", {"weak": "bow", "strong": "smol", "loss": "xent"}, {"weak_acc": 0.70, "student_acc": 0.80, "pgr": 0.33})
+    link(store, sid, "direct", "chain_direct", {"weak": "bow", "strong": "smol", "loss": "xent"},
+         {"weak_acc": 0.70, "student_acc": 0.80, "pgr": 0.33, "chain_minus_direct": 0.06, "chain_minus_direct_ci_low": 0.01,
+          "chain_minus_direct_ci_high": 0.11})
     rows = plots.chain_rows(store, sid)
+    assert rows[-1]["chain_minus_direct"] == pytest.approx((0.06, 0.01, 0.11))  # one seed: the stored bootstrap CI
     assert [(r["position"], r["model"], r["kind"]) for r in rows] == [
         (0, "bow", "M1 (ground truth)"), (1, "mini2", "chain student"), (2, "mini6", "chain student"),
         (3, "smol", "chain student"), (3, "smol", "direct M1 -> Mn")]

@@ -161,7 +161,8 @@ def chain_rows(store: Store, study_id: str) -> list[dict]:
         last = [r for r in direct if r["loss"] == loss]
         if last:
             out.append({"loss": loss, "position": len(order) - 1, "model": order[-1], "kind": "direct M1 -> Mn",
-                        **_acc(last, "student_acc"), "pgr": _stat(last, "pgr"), "flagged": any(r.get("flagged") for r in last)})
+                        **_acc(last, "student_acc"), "pgr": _stat(last, "pgr"), "flagged": any(r.get("flagged") for r in last),
+                        "chain_minus_direct": mean_ci(last, "chain_minus_direct")[:3]})
     return out
 
 
@@ -315,9 +316,11 @@ def chain_figure(rows: list[dict], path: Path) -> Path:
             x = r["position"] + 0.15  # beside the last chain step, not on top of it
             ax.errorbar([x], [r["accuracy"]], yerr=_errors([r]), marker="s", capsize=3, color=handle[0].get_color(),
                         mfc="white", linestyle="none", label=f"direct M1 -> Mn ({loss})")
-            if r.get("pgr") is not None:
-                ax.annotate(f"direct\nPGR {r['pgr']:.2f}" + (" (flagged)" if r.get("flagged") else ""), (x, r["accuracy"]), textcoords="offset points",
-                            xytext=(6, 0), ha="left", va="center", fontsize=7)
+            text = "direct" + (f"\nPGR {r['pgr']:.2f}" + (" (flagged)" if r.get("flagged") else "") if r.get("pgr") is not None else "")
+            diff, low, high = r.get("chain_minus_direct") or (None, None, None)
+            if diff is not None:
+                text += f"\nchain - direct {diff:+.3f}" + (f"\n[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "")
+            ax.annotate(text, (x, r["accuracy"]), textcoords="offset points", xytext=(6, 0), ha="left", va="center", fontsize=7)
     ceilings = {r["position"]: r["ceiling"] for r in rows if r.get("ceiling") is not None}
     if ceilings:
         ax.plot(list(ceilings), list(ceilings.values()), "x", color="#2ca02c", label="ceiling (ground truth)")
