@@ -79,6 +79,21 @@ def test_a_cached_rerun_prints_the_same_tables_without_importing_torch(tmp_path,
     assert "HEAVY=\n" in rerun.stderr, rerun.stderr  # none of torch, transformers, datasets was imported
 
 
+def test_a_dry_run_of_a_finished_study_reads_its_plan_from_the_store(tmp_path, sentiment_dir, tiny_bert, runner, monkeypatch):
+    """The same lines a planning dry run prints (every stage cached, with its key), without planning or importing torch."""
+    f, db = tmp_path / "s.toml", tmp_path / "w2s.db"
+    f.write_text(study_toml(sentiment_dir, tiny_bert))
+    assert runner.invoke(cli, ["study", "run", str(f), "--db", str(db)]).exit_code == 0
+    fast = run_in_subprocess("study", "run", f, "--db", db, "--dry-run")
+    assert fast.returncode == 0, fast.stderr
+    assert "HEAVY=\n" in fast.stderr, fast.stderr
+    monkeypatch.setattr(instant, "answer_from_store", lambda store, spec: None)  # force planning
+    planned = runner.invoke(cli, ["study", "run", str(f), "--db", str(db), "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    assert fast.stdout == planned.stdout and " cached)" in fast.stdout.splitlines()[0]
+    assert sum(", key " in line for line in fast.stdout.splitlines()) == len(fast.stdout.splitlines()) - 1 > 3
+
+
 def test_b_a_touched_data_file_is_hashed_once_and_still_answered(tmp_path, sentiment_dir, runner, monkeypatch):
     f, db = bow_study(tmp_path, sentiment_dir), tmp_path / "w2s.db"
     first = runner.invoke(cli, ["study", "run", str(f), "--db", str(db)])

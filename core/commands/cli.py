@@ -80,7 +80,7 @@ def study():
 @study.command("run")
 @click.argument("file", type=click.Path())
 @db_option
-@click.option("--dry-run", is_flag=True, help="Print the stage plan (cached stages marked) and exit; it always plans.")
+@click.option("--dry-run", is_flag=True, help="Print the stage plan (cached stages marked, estimated time of the rest) and exit.")
 @click.option("--limit", type=int, help="Cap every split at N examples (quick smoke runs).")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Override the study's seeds.")
 @click.option("--task", "only_tasks", multiple=True, metavar="LABEL",
@@ -95,7 +95,8 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
     A rerun of a finished study (the same definition after --set, --seed, --limit and --task) is answered
     from the store without planning, when its data files, the code and the versions of w2s, its libraries
     and plugins are unchanged and every task names its local files: the same output, without loading the
-    data (executor flags then have nothing to run). Otherwise the study is planned and its pending stages run.
+    data (executor flags then have nothing to run); so is a --dry-run of it. Otherwise the study is planned and its
+    pending stages run.
     """
     from ..planning.study import load_study
     from ..running.instant import answer_from_store
@@ -104,8 +105,13 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
     overrides += [f"study.only_tasks={json.dumps(list(only_tasks))}"] if only_tasks else []
     spec = load_study(file, overrides, limit)
     store = Store(db_path)
-    answer = None if dry_run else answer_from_store(store, spec)
-    if answer is not None:
+    answer = answer_from_store(store, spec)
+    if answer is not None and dry_run and answer.keys is not None:  # the plan a planning dry run would print
+        click.echo(f"study {spec.name}: {len(answer.titles)} stages ({len(answer.titles)} cached)")
+        for i, (title, key) in enumerate(zip(answer.titles, answer.keys), 1):
+            click.echo(plan_line(i, len(answer.titles), title, "cached", key))
+        return
+    if answer is not None and not dry_run:
         n = len(answer.titles)
         click.echo(f"study {spec.name}: answered from the store (all {n} stages cached; definition, data files, code and "
                    "versions unchanged)", err=True)
@@ -131,7 +137,7 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")
             note = f"  {stage_note(seconds[stage.key])}" if stage.key in seconds else ""
-            click.echo(f"  [{i}/{len(stages)}] {stage.title}  ({mark}, key {stage.key[:10]}){note}")
+            click.echo(plan_line(i, len(stages), stage.title, mark, stage.key, note))
         if estimates:
             click.echo(total_line(len(estimates), *total(estimates)))
         costs = pending_costs(stages, status)
@@ -140,6 +146,11 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
         return
     study_id = engine.run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
     echo_results(spec, store, study_id)
+
+
+def plan_line(i: int, n: int, title: str, mark: str, key: str, note: str = "") -> str:
+    """One stage of a dry run's plan."""
+    return f"  [{i}/{n}] {title}  ({mark}, key {key[:10]}){note}"
 
 
 def echo_results(spec, store: Store, study_id: str) -> None:

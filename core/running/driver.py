@@ -104,7 +104,7 @@ class Driver:
             self.store.set_study_status(study_id, "interrupted")
             raise
         if not failed:
-            instant.record(self.store, study_id, before, [stage.title for stage in stages])  # a rerun is answered from the store
+            instant.record(self.store, study_id, before, [s.title for s in stages], [s.key for s in stages])  # a rerun is answered from the store
         self.store.set_study_status(study_id, "failed" if failed else "done")
         if failed:
             raise W2SError(f"{len(failed)} stage(s) failed or were skipped; see `w2s study show {study_id}`. Fix the cause and rerun to resume")

@@ -4,8 +4,8 @@ Planning a study loads every task's data (and `datasets` with it), fingerprints 
 hashes every stage; for a study whose stages are all done that is seconds spent to learn nothing. So
 when a run ends with every stage done, the driver records what the plan was made from
 (`studies.rerun_json`): the data files (path, size, mtime_ns, SHA-256), a fingerprint of the code,
-the study's links and the stage titles in plan order. `w2s study run` answers from the store, before
-planning, when all of this holds:
+the study's links and the stage titles and keys in plan order. `w2s study run` (and its --dry-run)
+answers from the store, before planning, when all of this holds:
 
 - a study with the same definition hash is in the store and its status is `done`;
 - its recorded versions (w2s, python, key libraries, every plugin) equal the current ones, and so
@@ -18,7 +18,8 @@ planning, when all of this holds:
 - its links to stages are the ones the finished run left, every linked stage is `done`, and none
   still has a scheme-1 key (those are rekeyed by planning, planning/legacy.py).
 
-It then prints what a fully cached run prints: every stage as cached, and the result tables.
+It then prints what a fully cached run prints: every stage as cached, and the result tables; a dry run
+prints the plan a planning dry run would (every stage cached, with its key).
 Nothing here imports torch, transformers or datasets; tests/test_instant_rerun.py checks it.
 """
 
@@ -139,7 +140,7 @@ def study_links(store: Store, study_id: str) -> list[dict]:
         "FROM study_stages ss LEFT JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ?", [study_id]))
 
 
-def record(store: Store, study_id: str, before: Snapshot, titles: list[str]) -> None:
+def record(store: Store, study_id: str, before: Snapshot, titles: list[str], keys: list[str]) -> None:
     """After a run with every stage done: what lets a rerun be answered from the store (NULL when a task can't name
     its files or one changed during the run)."""
     files = None if before.files is None else fingerprints(before.files)
@@ -147,7 +148,7 @@ def record(store: Store, study_id: str, before: Snapshot, titles: list[str]) -> 
         store.record_rerun(study_id, None)
         return
     links = links_fingerprint(study_links(store, study_id))
-    store.record_rerun(study_id, {"files": files, "code": before.code, "links": links, "titles": titles})
+    store.record_rerun(study_id, {"files": files, "code": before.code, "links": links, "titles": titles, "keys": keys})
 
 
 def matching_files(recorded: list[dict], files: list[Path]) -> list[dict] | None:
@@ -171,10 +172,12 @@ def matching_files(recorded: list[dict], files: list[Path]) -> list[dict] | None
 
 @dataclass(frozen=True)
 class Answer:
-    """A study answered from the store: its id and its stage titles in plan order (all done)."""
+    """A study answered from the store: its id and its stage titles and keys in plan order (all done; keys are None
+    when recorded before they were)."""
 
     study_id: str
     titles: list[str]
+    keys: list[str] | None = None
 
 
 def answer_from_store(store: Store, study) -> Answer | None:
@@ -195,4 +198,4 @@ def answer_from_store(store: Store, study) -> Answer | None:
         return None
     if matched != rerun["files"]:
         store.record_rerun(row["id"], {**rerun, "files": matched})
-    return Answer(row["id"], rerun["titles"])
+    return Answer(row["id"], rerun["titles"], rerun.get("keys"))
