@@ -395,3 +395,55 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_killed_mid_stage_ends_its_pool_and_the_rerun_resumes(files, reference, tmp_path):
+    """SIGKILL (as the OOM killer does) on a worker process: the driver does not wait on it forever; the stages of
+    its pool fail with a line saying a worker died, and a rerun finishes them with a clean run's results."""
+    db = tmp_path / "oom.db"
+    proc = w2s_run(files["slow"], db, "--executor", "processes", "--jobs", "2")
+    row = wait_for_row(db, "SELECT key, worker_json FROM stages WHERE role = 'ceiling' AND status = 'running' AND worker_json IS NOT NULL", proc)
+    os.kill(json.loads(row["worker_json"])["pid"], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "the worker process died" in out or "a worker process died (exit code -9" in out
+    statuses = [a["status"] for a in sqlite_utils.Database(db).query("SELECT status FROM stage_attempts WHERE stage_key = ?", [row["key"]])]
+    assert statuses == ["failed"]
+    finish(w2s_run(files["slow"], db))
+    ours = predictions(db)
+    assert ours == {k: v for k, v in predictions(reference).items() if k in ours} and len(ours) == 80 + 3 * 60
+
+
+def test_a_dead_worker_the_pool_missed_still_ends_its_stages():
+    """The pool can miss a death (an OOM-killed worker stayed a zombie for minutes while its stages showed as running):
+    the executor polls its workers' exit codes, ends every pending stage with the cause, and stops the pool."""
+    from concurrent.futures import Future
+
+    from w2s.running.executors import ExecutorOptions, ProcessExecutor
+
+    class Process:
+        def __init__(self, exitcode):
+            self.exitcode, self.terminated = exitcode, False
+
+        def terminate(self):
+            self.terminated = True
+
+    class Pool:
+        def __init__(self, *codes):
+            self._processes = {i: Process(code) for i, code in enumerate(codes)}
+            self.shut = False
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            self.shut = True
+
+    executor = ProcessExecutor(ExecutorOptions(name="processes", jobs=2))
+    executor._pool = healthy = Pool(None, None)
+    executor._futures = {Future(): "a", Future(): "b"}  # never finish on their own
+    assert executor.collect(lambda event: None, timeout=0.01) == [] and len(executor._futures) == 2  # all alive: wait on
+    executor._pool = broken = Pool(None, -9)
+    outcomes = executor.collect(lambda event: None, timeout=0.01)
+    assert sorted(o.key for o in outcomes) == ["a", "b"] and all(o.result is None for o in outcomes)
+    assert {o.error for o in outcomes} == {"the worker pool broke when a worker process died (exit code -9; -9 is a kill, e.g. out of "
+                                           "memory); rerun to retry the stage"}
+    assert executor._futures == {} and executor._pool is None and broken.shut and all(p.terminated for p in broken._processes.values())
+    assert not healthy.shut

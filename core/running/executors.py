@@ -145,13 +145,22 @@ class ProcessExecutor(Executor):
             except BrokenProcessPool:
                 broken = True
                 outcomes.append(Outcome(key, None, "the worker process died (killed, or out of memory); rerun to retry the stage"))
-        if broken:  # a dead worker breaks the pool: every stage in it ends; the next submit starts a new pool
+        code = self._dead_worker()
+        if broken or code is not None:  # a dead worker breaks the pool: every stage in it ends; the next submit starts a new pool
+            why = "another worker died" if code is None else f"a worker process died (exit code {code}; -9 is a kill, e.g. out of memory)"
             for future, key in self._futures.items():
-                outcomes.append(Outcome(key, None, "the worker pool broke when another worker died; rerun to retry the stage"))
-            self._futures.clear()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+                outcomes.append(Outcome(key, None, f"the worker pool broke when {why}; rerun to retry the stage"))
+            self.cancel()
         return outcomes
+
+    def _dead_worker(self) -> int | None:
+        """The exit code of a pool worker that has died, if one has. The pool's own check can miss a death: a worker
+        OOM-killed mid-fit stayed a zombie for minutes while the pool waited on it (its sentinel pipe was still held
+        open elsewhere), so the driver polls the processes too."""
+        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+            if process.exitcode is not None:
+                return process.exitcode
+        return None
 
     def _drain(self, on_event) -> None:
         while not self._events.empty():
