@@ -147,10 +147,13 @@ def end_tokens(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
+GENERATIVE_LOSSES = ("xent", "xent_hard")  # a weighted sum of move NLLs: the soft targets' moves, or the top move only
+
+
 def check_objective(model, loss) -> None:
     """The hf option choice_objective, checked against the study's loss."""
-    if model.options.choice_objective == "generative" and loss.name != "xent":
-        raise W2SError(f'{model.label}.options.choice_objective = "generative" trains with xent only (loss is {loss.name!r}); '
+    if model.options.choice_objective == "generative" and (loss.registered or loss.name) not in GENERATIVE_LOSSES:
+        raise W2SError(f'{model.label}.options.choice_objective = "generative" trains with xent or xent_hard only (loss is {loss.name!r}); '
                        f'set choice_objective = "choices" to apply {loss.name!r} over all legal moves, or use loss xent')
 
 
@@ -166,16 +169,23 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     prompts = encode_prompts(trained, examples, task, ctx)
     choices = [choice_token_ids(trained.tokenizer, e.choices) for e in examples]
     targets = [torch.tensor(np.asarray(t, dtype=np.float32), device=device) for t in soft_targets]
-    moves = weighted_moves(soft_targets)
+    hard = (loss.registered or loss.name) == "xent_hard"
+    moves = [[(int(np.argmax(t)), 1.0)] for t in soft_targets] if hard else weighted_moves(soft_targets)
     end = end_tokens(trained.tokenizer)
 
     def generative(batch, progress: float) -> tuple[float, None]:
+        """NLL of each example's target moves, weighted; forward passes of at most batch_size sequences (soft targets
+        give many moves per example: 19 on average from the 8-layer chess rung, whose one pass ran out of memory)."""
         pairs = [(i, c, w) for i in batch for c, w in moves[i]]
-        with autocast(device, precision):  # the forward pass only; backward follows the forward's dtypes
-            logp = sequence_logprobs(lm, [(prompts[i], choices[i][c] + end) for i, c, _ in pairs], device)
-        value = -(logp * torch.tensor([w for _, _, w in pairs], device=device)).sum() / len(batch)
-        value.backward()
-        return value.item(), None
+        total = 0.0
+        for start in range(0, len(pairs), cfg.batch_size):
+            part = pairs[start : start + cfg.batch_size]
+            with autocast(device, precision):  # the forward pass only; backward follows the forward's dtypes
+                logp = sequence_logprobs(lm, [(prompts[i], choices[i][c] + end) for i, c, _ in part], device)
+            value = -(logp * torch.tensor([w for _, _, w in part], device=device)).sum() / len(batch)
+            value.backward()  # gradients add up over the parts: the same gradient as one pass
+            total += value.item()
+        return total, None
 
     def over_choices(batch, progress: float) -> tuple[float, float]:
         total, right = 0.0, 0

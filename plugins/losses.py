@@ -1,4 +1,4 @@
-"""Student losses: xent (soft targets), logconf (Burns et al. 2023, A.4), product, and EleutherAI/w2s's
+"""Student losses: xent (soft targets), xent_hard (the targets' argmax), logconf (Burns et al. 2023, A.4), product, and EleutherAI/w2s's
 entropy, window and kl (w2s/loss.py and w2s/sft.py in github.com/EleutherAI/w2s)."""
 
 from pydantic import Field
@@ -12,6 +12,13 @@ def xent_loss(logits, soft_targets, step_frac, options):
     import torch.nn.functional as F
 
     return F.cross_entropy(logits, soft_targets)
+
+
+def xent_hard_loss(logits, soft_targets, step_frac, options):
+    """Cross-entropy against each target's most probable class (hard labels, Burns et al.'s hardened-label baseline)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, soft_targets.argmax(-1))
 
 
 class LogconfOptions(Options):
@@ -126,6 +133,7 @@ def kl_loss(logits, soft_targets, step_frac, options):
 @hookimpl
 def register_losses(register):
     register("xent", xent_loss)
+    register("xent_hard", xent_hard_loss)
     register("logconf", logconf_loss, options=LogconfOptions)
     register("product", product_loss, options=ProductOptions)
     register("entropy", entropy_loss, options=EntropyOptions)

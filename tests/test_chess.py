@@ -392,7 +392,7 @@ def test_generative_objective_weights_soft_targets_and_refuses_other_losses(tiny
     model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm"}, {}, "strong")
     with pytest.raises(W2SError) as err:
         model.fit(list(examples.values()), [], plugins.make_loss("logconf", {}, "loss"), task, None)
-    assert str(err.value) == ('hf.options.choice_objective = "generative" trains with xent only (loss is \'logconf\'); '
+    assert str(err.value) == ('hf.options.choice_objective = "generative" trains with xent or xent_hard only (loss is \'logconf\'); '
                               'set choice_objective = "choices" to apply \'logconf\' over all legal moves, or use loss xent')
 
 
@@ -425,7 +425,7 @@ name = "logconf"
     for extra in (["--dry-run"], []):
         result = runner.invoke(cli, ["study", "run", str(study), "--db", str(db), *extra])
         assert result.exit_code == 1 and "Traceback" not in result.output
-        assert result.output.strip() == (f'Error: {study}: tiny.options.choice_objective = "generative" trains with xent only '
+        assert result.output.strip() == (f'Error: {study}: tiny.options.choice_objective = "generative" trains with xent or xent_hard only '
                                          "(loss is 'logconf'); set choice_objective = \"choices\" to apply 'logconf' over all "
                                          "legal moves, or use loss xent")
     import sqlite3
@@ -565,3 +565,45 @@ def test_issue_17_studies_plan_on_a_small_puzzle_file(tmp_path, name):
     else:
         assert [m.options.blunder_rate for m in study.weak] == [0.5, 0.75]
         assert roles >= {"weak_test", "student_test", "ceiling_test", "evaluate"}
+
+
+@pytest.mark.parametrize("loss", ["xent", "xent_hard"])
+def test_generative_forward_passes_stay_within_the_batch_size(puzzle_file, tiny_char_lm, loss, monkeypatch):
+    """Soft targets train every move above the floor, in forward passes of at most batch_size sequences (one pass of
+    all of them ran out of memory on real puzzles); xent_hard trains only each example's most probable move."""
+    from w2s_plugins import lm_choices
+    from w2s_plugins.hf_lm import choice_token_ids
+
+    task, examples = load_all(puzzle_file)
+    es = list(examples.values())
+    targets = []
+    for e in es:  # three moves with mass 0.5 / 0.3 / 0.2, the label's move first
+        t = np.zeros(len(e.choices))
+        t[e.label], t[(e.label + 1) % len(t)], t[(e.label + 2) % len(t)] = 0.5, 0.3, 0.2
+        targets.append(t)
+    calls = []
+    real = lm_choices.sequence_logprobs
+    monkeypatch.setattr(lm_choices, "sequence_logprobs", lambda lm, seqs, device: calls.append(seqs) or real(lm, seqs, device))
+    train = {"epochs": 2, "batch_size": 3, "lr": 3e-3, "warmup_frac": 0.0}
+    model = plugins.make_model("hf", {"path": str(tiny_char_lm), "head": "lm", "max_length": 160}, train, "strong")
+    ctx = RecordingCtx()
+    model.fit(es, targets, plugins.make_loss(loss, {}, "loss"), task, ctx)
+    steps = sum(name == "train_loss" for _, name, _ in ctx.curves)
+    assert len(es) == 3 and steps == 2  # one batch of all 3 examples per epoch
+    moves_per_example = 1 if loss == "xent_hard" else 3
+    assert [len(c) for c in calls] == [3] * (2 * moves_per_example)  # soft: 9 sequences a step, in 3 passes of 3
+    if loss == "xent_hard":  # the continuation is the label's move (the targets' argmax) and the end token
+        trained_moves = {tuple(cont) for c in calls for _, cont in c}
+        tok = model.pretrained(task).tokenizer
+        expected = {tuple(choice_token_ids(tok, [e.choices[e.label]])[0] + lm_choices.end_tokens(tok)) for e in es}
+        assert trained_moves == expected
+
+
+def test_xent_hard_is_cross_entropy_on_the_targets_argmax():
+    import torch
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    soft = torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    hard = plugins.make_loss("xent_hard", {}, "loss")(logits, soft, 0.0)
+    assert float(hard) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.tensor([1, 0]))))
+    assert float(hard) != pytest.approx(float(plugins.make_loss("xent", {}, "loss")(logits, soft, 0.0)))
