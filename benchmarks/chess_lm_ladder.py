@@ -2,6 +2,7 @@
 
     w2s study run studies/chess_lm_ladder.toml --db ladder.db --executor processes --jobs 2
     python benchmarks/chess_lm_ladder.py --db ladder.db
+    python benchmarks/chess_lm_ladder.py --db ladder.db --study chess_lm_engine --out benchmarks/results/chess_lm_engine.json
 
 A store does not outlive a machine, so the numbers are committed: benchmarks/results/chess_lm_ladder.json holds
 each fitted model's test metrics (accuracy with its bootstrap CI, exact match and illegal-move rate of free
@@ -45,9 +46,10 @@ def fitted_models(store: Store, study_id: str) -> list[dict]:
 
 
 def evaluations(store: Store, study_id: str) -> list[dict]:
-    """Chain steps and the direct transfer: every test metric of each evaluate stage (PGR, CIs, chain minus direct)."""
+    """Weak/strong pairs, chain steps and the direct transfer: every test metric of each evaluate stage (PGR, CIs,
+    chain minus direct)."""
     links = store.db.query("SELECT DISTINCT ss.stage_key, ss.role, ss.weak, ss.strong, ss.loss, ss.seed, st.output_json FROM study_stages ss "
-                           "JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ? AND ss.role IN ('chain_step', 'chain_direct') "
+                           "JOIN stages st ON st.key = ss.stage_key WHERE ss.study_id = ? AND ss.role IN ('evaluate', 'chain_step', 'chain_direct') "
                            "ORDER BY ss.role DESC, st.started", [study_id])
     out = []
     for link in links:
@@ -75,7 +77,7 @@ def main() -> None:
     ran = [a for a in attempts if a["started"] and a["finished"]]
     span = (datetime.fromisoformat(max(a["finished"] for a in ran)) - datetime.fromisoformat(min(a["started"] for a in ran))).total_seconds()
     out = {
-        "benchmark": "chess_lm_ladder",
+        "benchmark": study["name"],
         "study": {"id": study["id"], "name": study["name"], "spec": json.loads(study["spec_json"])},
         "fits": fits,
         "evaluations": evaluations(store, study["id"]),
