@@ -107,7 +107,7 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
     store = Store(db_path)
     answer = answer_from_store(store, spec)
     if answer is not None and dry_run and answer.keys is not None:  # the plan a planning dry run would print
-        click.echo(f"study {spec.name}: {len(answer.titles)} stages ({len(answer.titles)} cached)")
+        click.echo(plan_header(spec.name, len(answer.titles), len(answer.titles)))
         for i, (title, key) in enumerate(zip(answer.titles, answer.keys), 1):
             click.echo(plan_line(i, len(answer.titles), title, "cached", key))
         return
@@ -128,7 +128,7 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
         stages, links = engine.plan(spec)
         status = engine.status(stages, spec, links)
         engine.check_models(stages, status)
-        click.echo(f"study {spec.name}: {len(stages)} stages ({sum(s == 'done' for s in status.values())} cached)")
+        click.echo(plan_header(spec.name, len(stages), sum(s == "done" for s in status.values())))
         from ..storing.throughput import estimate, pending_rates, total
         from .estimates import stage_note, total_line
 
@@ -146,6 +146,11 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
         return
     study_id = engine.run(spec, confirm=functools.partial(confirm_paid_work, yes=yes))
     echo_results(spec, store, study_id)
+
+
+def plan_header(name: str, n: int, cached: int) -> str:
+    """The first line of a dry run's plan."""
+    return f"study {name}: {n} stages ({cached} cached)"
 
 
 def plan_line(i: int, n: int, title: str, mark: str, key: str, note: str = "") -> str:

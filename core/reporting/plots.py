@@ -316,10 +316,14 @@ def chain_figure(rows: list[dict], path: Path) -> Path:
             x = r["position"] + 0.15  # beside the last chain step, not on top of it
             ax.errorbar([x], [r["accuracy"]], yerr=_errors([r]), marker="s", capsize=3, color=handle[0].get_color(),
                         mfc="white", linestyle="none", label=f"direct M1 -> Mn ({loss})")
-            text = "direct" + (f"\nPGR {r['pgr']:.2f}" + (" (flagged)" if r.get("flagged") else "") if r.get("pgr") is not None else "")
+            text = "direct"
+            if r.get("pgr") is not None:
+                text += f"\nPGR {r['pgr']:.2f}" + (" (flagged)" if r.get("flagged") else "")
             diff, low, high = r.get("chain_minus_direct") or (None, None, None)
             if diff is not None:
-                text += f"\nchain - direct {diff:+.3f}" + (f"\n[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "")
+                text += f"\nchain - direct {diff:+.3f}"
+            if diff is not None and low is not None and high is not None:
+                text += f"\n[{low:+.3f}, {high:+.3f}]"
             ax.annotate(text, (x, r["accuracy"]), textcoords="offset points", xytext=(6, 0), ha="left", va="center", fontsize=7)
     ceilings = {r["position"]: r["ceiling"] for r in rows if r.get("ceiling") is not None}
     if ceilings:

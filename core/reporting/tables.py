@@ -194,10 +194,10 @@ def chain_table(store: Store, study_id: str, steps: list[dict]) -> str:
                      disable_numparse=True)
     every = steps + [r for group in direct.values() for r in group]
     flags = sorted({f"FLAG ({r['weak']} -> {r['strong']}): {f}" for r in every for f in json.loads(r["flags"] or "[]")})
-    return "\n".join([title, table, *chain_against_direct(store, study_id), *flags])
+    return "\n".join([title, table, *chain_against_direct_lines(store, study_id), *flags])
 
 
-def chain_against_direct(store: Store, study_id: str) -> list[str]:
+def chain_against_direct_lines(store: Store, study_id: str) -> list[str]:
     """One line per seed and loss: the chain's last student minus the direct student, with paired bootstrap CIs."""
     rows = store.db.query("SELECT ss.seed, ss.loss, m.name, m.value FROM study_stages ss JOIN metrics m ON m.stage_key = ss.stage_key "
                           "WHERE ss.study_id = ? AND ss.role = 'chain_direct' AND m.name LIKE 'chain_minus_direct%' ORDER BY ss.seed, ss.loss",

@@ -126,7 +126,7 @@ def add_predictions(result: StageResult, more: StageResult) -> StageResult:
 def run_evaluate(spec: dict, inputs: dict, ctx: WorkerContext) -> StageResult:
     """PGR with a paired bootstrap CI over test examples, the gap's CI, agreement and sanity flags."""
     seed = spec["seed"]
-    preds = {name: inputs[name] for name in ("weak", "student", "ceiling", "baseline", "chain") if name in inputs}
+    preds = dict(inputs)  # test predictions by role, in the plan's order (Protocol.evaluate_stage): weak, student, ceiling, ...
     ids = sorted(preds["weak"])
     labels = np.array([preds["weak"][i]["label"] for i in ids])
     pred = {name: np.array([rows[i]["pred"] for i in ids]) for name, rows in preds.items()}
