@@ -10,7 +10,7 @@ shared), and the JSON keeps every seed's accuracies and PGR with its CI.
 
 Sessions 4-6 scored 13 recipes on the first 1,800-sentence data (train 1,500, validation 300 of it, pool
 1,200); none reached the bar, and the spread between seeds with 300 sentences was the obstacle. Their rows
-stay in the JSON (data: "1,800 sentences"); the script at commit 22408bf reruns them. Session 8 added
+stay in the JSON, their `data` field naming the 1,800-sentence data; the script at commit 22408bf reruns them. Session 8 added
 1,500 hand-written sentences (train 2,500, test 800), so these recipes score on 500 validation sentences
 with a 2,000-sentence pool.
 """
@@ -28,13 +28,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION = 500
-DATA = "2,500-sentence train file (session 8): 500 validation, pool 2,000"
+DATA = f"2,500-sentence train file (session 8): {VALIDATION} validation, pool {2500 - VALIDATION:,}"
 FT = '[strong.options]\nmax_length = 64\n[strong.train]\nepochs = {epochs}\nbatch_size = {batch}\nlr = {lr}\n'
 RECIPES = {  # name: (strong tables, extra losses, n_weak_train, n_transfer, seeds)
     "finetune-3ep-5e-5 (the shipped recipe), transfer 1,400": (FT.format(epochs=3, batch=16, lr="5e-5"), ["logconf"], 600, 1400, [0, 1, 2]),
     "finetune-2ep-5e-5, transfer 1,400": (FT.format(epochs=2, batch=16, lr="5e-5"), ["logconf"], 600, 1400, [0, 1, 2]),
     "finetune-2ep-1e-4-bs32 (burns_mini's recipe), transfer 1,400": (FT.format(epochs=2, batch=32, lr="1e-4"), ["logconf"], 600, 1400, [0, 1, 2]),
-    # the quickstart's own sizes (600 / 800): the only ones that fit its 3-minute budget at 3 epochs
+    # the quickstart's earlier sizes (600 / 800), at which 3 epochs fit its 3-minute budget
     "finetune-3ep-5e-5 (the shipped recipe), transfer 800": (FT.format(epochs=3, batch=16, lr="5e-5"), ["logconf"], 600, 800, [0, 1, 2]),
 }
 WEAK = 'model = "bow"\n'
