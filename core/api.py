@@ -398,9 +398,14 @@ class Loss:
     def __call__(self, logits, soft_targets, step_frac: float):
         return self.fn(logits, soft_targets, step_frac, self.options)
 
+    @property
+    def registry_name(self) -> str:
+        """The name the loss is registered under (a model that treats a loss specially asks for this, not the label)."""
+        return self.registered or self.name
+
     def spec(self) -> dict:
         return {"name": self.name, "options": self.options}
 
     def recipe(self) -> dict:
         """JSON that rebuilds this loss in a worker process (plugins.loss_from_recipe)."""
-        return {"name": self.registered or self.name, "label": self.name, "options": self.options}
+        return {"name": self.registry_name, "label": self.name, "options": self.options}

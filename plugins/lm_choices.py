@@ -152,7 +152,7 @@ GENERATIVE_LOSSES = ("xent", "xent_hard")  # a weighted sum of move NLLs: the so
 
 def check_objective(model, loss) -> None:
     """The hf option choice_objective, checked against the study's loss."""
-    if model.options.choice_objective == "generative" and (loss.registered or loss.name) not in GENERATIVE_LOSSES:
+    if model.options.choice_objective == "generative" and loss.registry_name not in GENERATIVE_LOSSES:
         raise W2SError(f'{model.label}.options.choice_objective = "generative" trains with xent or xent_hard only (loss is {loss.name!r}); '
                        f'set choice_objective = "choices" to apply {loss.name!r} over all legal moves, or use loss xent')
 
@@ -169,7 +169,7 @@ def fit_choices(model, examples, soft_targets, loss, task, ctx) -> LMTrained:
     prompts = encode_prompts(trained, examples, task, ctx)
     choices = [choice_token_ids(trained.tokenizer, e.choices) for e in examples]
     targets = [torch.tensor(np.asarray(t, dtype=np.float32), device=device) for t in soft_targets]
-    hard = (loss.registered or loss.name) == "xent_hard"
+    hard = loss.registry_name == "xent_hard"
     moves = [[(int(np.argmax(t)), 1.0)] for t in soft_targets] if hard else weighted_moves(soft_targets)
     end = end_tokens(trained.tokenizer)
 
