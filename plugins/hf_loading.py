@@ -3,8 +3,10 @@ counting the inputs that tokenization truncates; naming packaged weights portabl
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from w2s.api import W2SError
@@ -32,7 +34,8 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
             truncate_config(config, options.num_layers)
             hf_logging.set_verbosity_error()  # the dropped layers' weights are expected to be unused
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = getattr(transformers, auto_class).from_pretrained(path, config=config, dtype=resolve_dtype(options.dtype), **kwargs)
+        with quiet_gguf_conversion(bool(gguf_file)):
+            model = getattr(transformers, auto_class).from_pretrained(path, config=config, dtype=resolve_dtype(options.dtype), **kwargs)
     except (OSError, ValueError) as exc:
         raise W2SError(f"model {path!r}: could not load ({str(exc).splitlines()[0]}); {hint or 'pass a local folder or a reachable hub id'}") from None
     finally:
@@ -41,6 +44,22 @@ def load_pretrained(options, auto_class: str, path: str | None = None, gguf_file
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
     return tokenizer, model
+
+
+@contextmanager
+def quiet_gguf_conversion(active: bool):
+    """Silence transformers' GGUF de-quantizing bar, which disable_progress_bar does not reach (a bare tqdm there)."""
+    if not active:
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf
+
+    bar = gguf.tqdm
+    gguf.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf.tqdm = bar
 
 
 def truncate_config(config, num_layers: int) -> None:
