@@ -25,19 +25,37 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION = 500
 DATA = f"2,500-sentence train file (session 8): {VALIDATION} validation, pool {2500 - VALIDATION:,}"
 FT = '[strong.options]\nmax_length = 64\n[strong.train]\nepochs = {epochs}\nbatch_size = {batch}\nlr = {lr}\n'
-RECIPES = {  # name: (strong tables, extra losses, n_weak_train, n_transfer, seeds)
-    "finetune-3ep-5e-5 (the shipped recipe), transfer 1,400": (FT.format(epochs=3, batch=16, lr="5e-5"), ["logconf"], 600, 1400, [0, 1, 2]),
-    "finetune-2ep-5e-5, transfer 1,400": (FT.format(epochs=2, batch=16, lr="5e-5"), ["logconf"], 600, 1400, [0, 1, 2]),
-    "finetune-2ep-1e-4-bs32 (burns_mini's recipe), transfer 1,400": (FT.format(epochs=2, batch=32, lr="1e-4"), ["logconf"], 600, 1400, [0, 1, 2]),
-    # the quickstart's earlier sizes (600 / 800), at which 3 epochs fit its 3-minute budget
-    "finetune-3ep-5e-5 (the shipped recipe), transfer 800": (FT.format(epochs=3, batch=16, lr="5e-5"), ["logconf"], 600, 800, [0, 1, 2]),
-}
 WEAK = 'model = "bow"\n'
+SHIPPED = FT.format(epochs=2, batch=32, lr="1e-4")  # the quickstart's strong recipe since session 8
+
+
+class Recipe(NamedTuple):
+    strong: str  # the [strong] tables after `model = "minilm-l6"`
+    losses: list[str]  # beside xent
+    n_weak_train: int
+    n_transfer: int
+    seeds: list[int]
+    weak: str = WEAK  # the [weak] table's body
+
+
+RECIPES = {
+    "finetune-3ep-5e-5 (the shipped recipe), transfer 1,400": Recipe(FT.format(epochs=3, batch=16, lr="5e-5"), ["logconf"], 600, 1400, [0, 1, 2]),
+    "finetune-2ep-5e-5, transfer 1,400": Recipe(FT.format(epochs=2, batch=16, lr="5e-5"), ["logconf"], 600, 1400, [0, 1, 2]),
+    "finetune-2ep-1e-4-bs32 (burns_mini's recipe), transfer 1,400": Recipe(SHIPPED, ["logconf"], 600, 1400, [0, 1, 2]),
+    # the quickstart's earlier sizes (600 / 800), at which 3 epochs fit its 3-minute budget
+    "finetune-3ep-5e-5 (the shipped recipe), transfer 800": Recipe(FT.format(epochs=3, batch=16, lr="5e-5"), ["logconf"], 600, 800, [0, 1, 2]),
+    # the weak side: a more regularised bag of words gives softer labels where it is unsure; fewer
+    # weak-train sentences give errors that follow fewer words
+    "bow C=0.1, finetune-2ep-1e-4-bs32": Recipe(SHIPPED, [], 600, 1400, [0, 1, 2], WEAK + "[weak.train]\nC = 0.1\n"),
+    "bow C=0.3, finetune-2ep-1e-4-bs32": Recipe(SHIPPED, [], 600, 1400, [0, 1, 2], WEAK + "[weak.train]\nC = 0.3\n"),
+    "bow weak-train 200, finetune-2ep-1e-4-bs32": Recipe(SHIPPED, [], 200, 1400, [0, 1, 2]),
+}
 
 
 def validation_data(folder: Path) -> Path:
@@ -50,11 +68,11 @@ def validation_data(folder: Path) -> Path:
     return folder
 
 
-def study(name: str, data: Path, strong: str, losses: list[str], n_weak: int, n_transfer: int, seeds: list[int]) -> str:
-    extra = "".join(f'\n[[losses]]\nname = "{loss}"\n' for loss in losses)
-    return (f'[study]\nname = "{name}"\nseeds = {seeds}\n\n[task]\nname = "sst2"\ndata_dir = "{data}"\n'
-            f"n_weak_train = {n_weak}\nn_transfer = {n_transfer}\nn_test = {VALIDATION}\n\n[weak]\n{WEAK}\n"
-            f'[strong]\nmodel = "minilm-l6"\n{strong}\n[[losses]]\nname = "xent"\n{extra}')
+def study(name: str, data: Path, recipe: Recipe) -> str:
+    extra = "".join(f'\n[[losses]]\nname = "{loss}"\n' for loss in recipe.losses)
+    return (f'[study]\nname = "{name}"\nseeds = {recipe.seeds}\n\n[task]\nname = "sst2"\ndata_dir = "{data}"\n'
+            f"n_weak_train = {recipe.n_weak_train}\nn_transfer = {recipe.n_transfer}\nn_test = {VALIDATION}\n\n[weak]\n{recipe.weak}\n"
+            f'[strong]\nmodel = "minilm-l6"\n{recipe.strong}\n[[losses]]\nname = "xent"\n{extra}')
 
 
 def main():
@@ -67,11 +85,11 @@ def main():
     out = {"benchmark": "quickstart_recipes", "validation": f"{VALIDATION} rows of studies/data/quickstart/train.tsv (seed 12345); test.tsv unused",
            "recipes": []}
     earlier = json.loads(Path(args.out).read_text())["recipes"] if Path(args.out).exists() else []
-    for name, (strong, losses, n_weak, n_transfer, seeds) in RECIPES.items():
+    for name, recipe in RECIPES.items():
         if args.only and name not in args.only:
             continue
         f = work / f"{len(out['recipes'])}.toml"
-        f.write_text(study(name, data, strong, losses, n_weak, n_transfer, seeds))
+        f.write_text(study(name, data, recipe))
         start = time.perf_counter()
         done = subprocess.run(["w2s", "study", "run", str(f), "--db", str(db)], capture_output=True, text=True,
                               env={**os.environ, "W2S_PROGRESS": "0", "HF_HUB_OFFLINE": "1"})
@@ -81,8 +99,8 @@ def main():
             "SELECT loss, seed, weak_acc, student_acc, ceiling_acc, pgr, pgr_ci_low, pgr_ci_high FROM results WHERE study = ? ORDER BY loss, seed",
             [name]).fetchall()
         keys = ("loss", "seed", "weak_acc", "student_acc", "ceiling_acc", "pgr", "pgr_ci_low", "pgr_ci_high")
-        out["recipes"].append({"name": name, "data": DATA, "n_weak_train": n_weak, "n_transfer": n_transfer, "n_validation": VALIDATION,
-                               "strong": strong.strip(), "weak": WEAK.strip(),
+        out["recipes"].append({"name": name, "data": DATA, "n_weak_train": recipe.n_weak_train, "n_transfer": recipe.n_transfer,
+                               "n_validation": VALIDATION, "strong": recipe.strong.strip(), "weak": recipe.weak.strip(),
                                "wall_seconds": round(time.perf_counter() - start, 1), "rows": [dict(zip(keys, r)) for r in rows]})
         print(name, json.dumps(out["recipes"][-1]["rows"]), flush=True)
     ran = {r["name"] for r in out["recipes"]}  # a partial run (--only) keeps the other recipes' earlier results
