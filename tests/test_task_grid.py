@@ -116,7 +116,7 @@ def test_the_report_of_a_task_grid_draws_the_scaling_figures_with_a_panel_per_ta
     store = Store(grid_store["db"])
     defined = {r["task"] for r in store.db.query("SELECT task FROM evaluations WHERE role = 'evaluate' AND pgr IS NOT NULL")}
     n = len(defined)  # the median runs over tasks with a defined PGR (ceiling above weak)
-    assert panels("median_pgr") == [f"median PGR over {n} task{'s' if n != 1 else ''} (95% CI: bootstrap over tasks and rows)"]
+    assert panels("median_pgr") == [f"median PGR over {n} task{'s' if n != 1 else ''} (95% CI: bootstrap over tasks and rows; bars clipped at the axis)"]
 
 
 def test_median_pgr_is_the_median_over_tasks_of_each_tasks_median():

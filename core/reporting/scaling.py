@@ -177,11 +177,16 @@ def median_pgr_figure(summary: list[dict], path: Path) -> Path:
             _errorbar(ax, [s["strong_size"] for s in line], [(s["median_pgr"], s["ci_low"], s["ci_high"]) for s in line],
                       marker="o", label=loss, color=COLORS["student"] if loss == "xent" else "#d62728")
         tasks = max((s["n_tasks"] for s in summary), default=0)
+        medians = [s["median_pgr"] for s in summary]
+        if medians:  # the axis follows the medians: a CI over a near-zero gap can reach -35 (burns_mini, virtue)
+            ax.set_ylim(min(-1.0, min(medians) - 0.3), max(1.0, max(medians) + 0.3))
         ax.axhline(0, color="black", lw=0.6)
+        ax.axhline(1, color="black", lw=0.4, ls=":")
         ax.set_xscale("log")
         ax.set_xlabel("strong model: non-embedding parameters (measured)")
         ax.set_ylabel("median PGR across tasks")
-        ax.set_title(f"median PGR over {tasks} task{'s' if tasks != 1 else ''} (95% CI: bootstrap over tasks and rows)", fontsize=9)
+        ax.set_title(f"median PGR over {tasks} task{'s' if tasks != 1 else ''} (95% CI: bootstrap over tasks and rows; "
+                     "bars clipped at the axis)", fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
