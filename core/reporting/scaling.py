@@ -70,9 +70,17 @@ def _errorbar(ax, xs, stats, **kwargs):
     return ax.errorbar(xs, ys, yerr=[low, high], capsize=3, **kwargs)
 
 
-def _size_axes(ax, panel: dict, ylabel: str, legend_at: str) -> None:
+def _size_range(rows: list[dict]) -> tuple[float, float]:
+    """One x range for every panel (strong and weak sizes, a margin each side): a task with a single defined PGR
+    would otherwise get an axis of its own."""
+    sizes = [r[key] for r in rows for key in ("strong_size", "weak_size") if r.get(key)]
+    return min(sizes) / 1.15, max(sizes) * 1.15
+
+
+def _size_axes(ax, panel: dict, ylabel: str, legend_at: str, xlim: tuple[float, float]) -> None:
     """The axes every per-task panel shares: log strong size, the panel's task and loss, a legend when it has lines."""
     ax.set_xscale("log")
+    ax.set_xlim(*xlim)
     ax.set_xlabel("strong model: non-embedding parameters (measured)", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{panel['task']} [{panel['loss']}]", fontsize=9)
@@ -90,7 +98,7 @@ def accuracy_figure(rows: list[dict], path: Path) -> Path:
     """Per task and loss: students' test accuracy against strong size, a line per weak model; ceiling dashed;
     each weak supervisor's own accuracy as a star at its size. Error bars: 95% CI over seeds."""
     weak_models = _label_order(rows, "weak", "weak_size")
-    colors = _colors(weak_models)
+    colors, xlim = _colors(weak_models), _size_range(rows)
 
     def draw(ax, panel):
         prs = panel["rows"]
@@ -111,7 +119,7 @@ def accuracy_figure(rows: list[dict], path: Path) -> Path:
         points = [y for line in ax.lines for y in line.get_ydata()]
         if points:  # the CI over 2-3 seeds can be wide; the axis follows the means
             ax.set_ylim(max(0.0, min(points) - 0.08), min(1.0, max(points) + 0.08))
-        _size_axes(ax, panel, "test accuracy", "lower right")
+        _size_axes(ax, panel, "test accuracy", "lower right", xlim)
 
     return _task_panels(rows, draw, path, note="stars: each weak supervisor's own accuracy at its size; bars: 95% CI over seeds")
 
@@ -119,7 +127,7 @@ def accuracy_figure(rows: list[dict], path: Path) -> Path:
 def pgr_figure(rows: list[dict], path: Path) -> Path:
     """Per task and loss: PGR against strong size, a line per weak model (mean over seeds, 95% CI); flagged hollow."""
     weak_models = _label_order(rows, "weak", "weak_size")
-    colors = _colors(weak_models)
+    colors, xlim = _colors(weak_models), _size_range(rows)
 
     def draw(ax, panel):
         prs = panel["rows"]
@@ -137,7 +145,7 @@ def pgr_figure(rows: list[dict], path: Path) -> Path:
         ax.axhline(0, color="black", lw=0.6)
         ax.axhline(1, color="black", lw=0.4, ls=":")
         ax.set_ylim(-1.0, 1.5)  # a PGR whose gap is within noise explodes; it is clipped, never dropped (see the JSON)
-        _size_axes(ax, panel, "PGR", "upper left")
+        _size_axes(ax, panel, "PGR", "upper left", xlim)
 
     return _task_panels(rows, draw, path, note="hollow: flagged (gap within noise, near-majority or one class); y clipped to [-1, 1.5]")
 
