@@ -6,8 +6,9 @@
 
 A store does not outlive a machine, so each finished task is written to benchmarks/results/burns_mini/<task>.json:
 every model's test accuracy per seed, every pair's PGR (per seed with its paired-bootstrap CI, and the mean over
-seeds with a t-interval), measured n_params, and each stage's wall time. `figures` draws the scaling figures of
-w2s.reporting.scaling from those rows, so the committed PNGs are what `w2s report` draws for the same store.
+seeds with a t-interval), measured n_params, each stage's wall time, and the task's wall time (the time any of its
+stages was running). `figures` draws the scaling figures of w2s.reporting.scaling from those rows, so the committed
+PNGs are what `w2s report` draws for the same store.
 """
 
 from __future__ import annotations
@@ -63,6 +64,26 @@ def stage_rows(store: Store, study_id: str, task: str) -> list[dict]:
     return [{k: r[k] for k in ("kind", "role", "model", "loss", "seed", "seconds", "threads", "started", "finished")} for r in rows]
 
 
+def busy_wall_seconds(stages: list[dict]) -> float | None:
+    """Seconds during which at least one stage was running: the union of the stages' [started, finished] intervals.
+
+    A task run in several sittings (stopped, then resumed from the cache in a later session) counts only the time its
+    stages ran, not the hours between sittings, which max(finished) - min(started) would.
+    """
+    spans = sorted((datetime.fromisoformat(s["started"]), datetime.fromisoformat(s["finished"]))
+                   for s in stages if s["started"] and s["finished"])
+    if not spans:
+        return None
+    total, (start, end) = 0.0, spans[0]
+    for next_start, next_end in spans[1:]:
+        if next_start > end:
+            total += (end - start).total_seconds()
+            start, end = next_start, next_end
+        else:
+            end = max(end, next_end)
+    return round(total + (end - start).total_seconds(), 1)
+
+
 def pair_summaries(rows: list[dict]) -> list[dict]:
     """Per (weak, strong, loss): the per-seed PGRs with their bootstrap CIs, and the mean with a t-interval over seeds."""
     out = []
@@ -93,8 +114,6 @@ def export(task: str, db: str) -> Path:
     study = study_of(store, task)
     rows = [r for r in scaling.sized_rows(store, study["id"]) if r["task"] == task]
     stages = stage_rows(store, study["id"], task)
-    starts = [datetime.fromisoformat(s["started"]) for s in stages if s["started"]]
-    ends = [datetime.fromisoformat(s["finished"]) for s in stages if s["finished"]]
     spec = json.loads(study["spec_json"])
     tasks = spec["task"] if isinstance(spec["task"], list) else [spec["task"]]
     out = {
@@ -108,7 +127,7 @@ def export(task: str, db: str) -> Path:
         "rows": [{k: v for k, v in r.items() if k != "stage_key"} for r in rows],
         "stages": stages,
         "stage_seconds_total": round(sum(s["seconds"] or 0 for s in stages), 1),
-        "wall_seconds": round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else None,
+        "wall_seconds": busy_wall_seconds(stages),
         "executor": sorted({s["threads"] for s in stages if s["threads"] is not None}),
         "versions": json.loads(study["versions_json"] or "{}"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor() or platform.machine()},
