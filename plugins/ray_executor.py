@@ -86,6 +86,13 @@ class RayExecutor(Executor):
     def capacity(self) -> int:
         return self.options.jobs or max(1, self._cpus)
 
+    @classmethod
+    def stages_at_once(cls, options: ExecutorOptions) -> int | None:
+        """--jobs, else a local runtime's CPUs; a cluster's size is known only once connected."""
+        if options.jobs:
+            return options.jobs
+        return None if options.ray_address or os.environ.get("RAY_ADDRESS") else os.cpu_count() or 1
+
     def describe(self) -> str:
         where = self.address or "a local Ray runtime"
         return f"ray on {where} ({self._cpus} CPUs, {self._gpus:g} GPUs, up to {self.capacity} stages at once)"

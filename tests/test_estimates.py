@@ -168,3 +168,45 @@ def test_fallback_counts_a_default_epochs_spec_at_the_model_default(tmp_path):
 
 def test_duration_text():
     assert [duration(s) for s in (0.005, 0.434, 4.34, 42.4, 185, 4320)] == ["< 0.01 s", "0.43 s", "4.3 s", "42 s", "3 min 5 s", "1 h 12 min"]
+
+
+def planned(key: str, *deps: str) -> SimpleNamespace:
+    return SimpleNamespace(key=key, deps=list(deps))
+
+
+def test_the_wall_time_replays_the_runs_walk_over_the_dag_on_the_estimates():
+    """Plan order, a stage once its deps are done, up to N at once; cached deps are done; unknown counts 0."""
+    from w2s.running.forecast import wall_seconds
+
+    stages = [planned("a"), planned("b", "a"), planned("c"), planned("d", "b", "c"), planned("e", "cached")]
+    seconds = {"a": 10.0, "b": 5.0, "c": 3.0, "d": 0.0, "e": 4.0}
+    assert wall_seconds(stages, seconds, 1) == 22.0  # one worker: the sum
+    # two: a and c at 0; e at 3 (c done, b still waits on a); b at 10; d at 15
+    assert wall_seconds(stages, seconds, 2) == 15.0
+    assert wall_seconds(stages, seconds, 8) == 15.0  # the chain a -> b -> d bounds it
+    assert wall_seconds(stages, {**seconds, "b": None}, 2) == 10.0  # b unknown: a lower bound
+    assert wall_seconds(stages, {"e": 4.0}, 2) == 4.0  # a, b, c, d cached
+    assert wall_seconds(stages, {}, 2) == 0.0
+
+
+def test_the_total_on_two_workers_is_their_wall_time_beside_the_summed_stage_time(runner, ran):
+    f, db = ran
+    one = dry_run(runner, f, db, "--seed", "1")["total"]
+    two = dry_run(runner, f, db, "--seed", "1", "--executor", "processes", "--jobs", "2")["total"]
+    summed = float(re.fullmatch(r"estimated wall time of the 8 pending stages: ([\d.]+) s \(on the throughput measured in this store\)", one)[1])
+    match = re.fullmatch(r"estimated wall time of the 8 pending stages: ([\d.]+) s on 2 workers \(([\d.]+) s of stage time, "
+                         r"on the throughput measured in this store\)", two)
+    assert match, two
+    wall, stage_time = float(match[1]), float(match[2])
+    assert stage_time == summed
+    # the weak fit, its two predicts, the ceiling fit and its predict run beside each other; the student waits on the weak labels
+    assert summed / 2 <= wall * 1.11 and wall < summed  # 1.11: both are printed to 2 significant digits
+
+
+def test_a_remote_ray_cluster_without_jobs_gives_the_stage_time_and_says_why(runner, ran):
+    f, db = ran
+    total = dry_run(runner, f, db, "--seed", "1", "--executor", "ray", "--ray-address", "10.0.0.1:6379")["total"]
+    assert re.fullmatch(r"estimated wall time of the 8 pending stages: [\d.]+ s one stage at a time \(on the throughput measured "
+                        r"in this store; how many run at once is known only when the executor connects: --jobs N estimates it\)", total), total
+    with_jobs = dry_run(runner, f, db, "--seed", "1", "--executor", "ray", "--ray-address", "10.0.0.1:6379", "--jobs", "3")["total"]
+    assert " on 3 workers (" in with_jobs, with_jobs

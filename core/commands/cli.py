@@ -129,17 +129,21 @@ def study_run(file, db_path, dry_run, limit, seeds, only_tasks, overrides, yes, 
         status = engine.status(stages, spec, links)
         engine.check_models(stages, status)
         click.echo(plan_header(spec.name, len(stages), sum(s == "done" for s in status.values())))
+        from ..running.executors import executor_class
+        from ..running.forecast import wall_seconds
         from ..storing.throughput import estimate, pending_rates, total
         from .estimates import stage_note, total_line
 
         estimates = estimate(stages, status, pending_rates(store, stages, status))  # pending stages only
         seconds = {stage.key: s for stage, s in estimates}
+        workers = executor_class(engine.options).stages_at_once(engine.options)
         for i, stage in enumerate(stages, 1):
             mark = "cached" if status[stage.key] == "done" else (status[stage.key] or "to run")
             note = f"  {stage_note(seconds[stage.key])}" if stage.key in seconds else ""
             click.echo(plan_line(i, len(stages), stage.title, mark, stage.key, note))
         if estimates:
-            click.echo(total_line(len(estimates), *total(estimates)))
+            wall = wall_seconds(stages, seconds, workers) if workers else None
+            click.echo(total_line(len(estimates), *total(estimates), wall, workers))
         costs = pending_costs(stages, status)
         if costs:
             click.echo("\n" + cost_table(costs) + "\n(dry run: nothing was launched)")

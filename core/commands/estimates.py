@@ -29,12 +29,20 @@ def stage_note(seconds: float | None) -> str:
     return duration(seconds) if seconds < 0.01 else f"~ {duration(seconds)}"
 
 
-def total_line(count: int, seconds: float | None, missing: int) -> str:
-    """The line after the plan: the summed estimate of the pending stages, and how many have none."""
+def total_line(count: int, seconds: float | None, missing: int, wall: float | None = None, workers: int | None = 1) -> str:
+    """The line after the plan: the estimated wall time of the pending stages on `workers` stages at once
+    (`wall`, from w2s.running.forecast; None workers: the executor knows only once it connects), their
+    summed stage time when that differs, and how many stages have no estimate."""
     head = f"estimated wall time of the {count} pending stage{'s' * (count != 1)}: "
     if seconds is None:
         return head + f"{NO_ESTIMATE} (no stage of these models has a measured time in this store)"
-    if not missing:
-        return head + f"{duration(seconds)} (on the throughput measured in this store)"
-    return head + (f"at least {duration(seconds)} (on the throughput measured in this store; "
-                   f"{missing} stage{'s have' if missing != 1 else ' has'} {NO_ESTIMATE})")
+    source = "on the throughput measured in this store"
+    if missing:
+        source += f"; {missing} stage{'s have' if missing != 1 else ' has'} {NO_ESTIMATE}"
+    least = "at least " if missing else ""
+    if workers is None:
+        return head + (f"{least}{duration(seconds)} one stage at a time ({source}; how many run at once is known only "
+                       "when the executor connects: --jobs N estimates it)")
+    if workers == 1 or wall is None:
+        return head + f"{least}{duration(seconds)} ({source})"
+    return head + f"{least}{duration(wall)} on {workers} workers ({duration(seconds)} of stage time, {source})"

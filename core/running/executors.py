@@ -51,6 +51,12 @@ class Executor:
     def capacity(self) -> int:
         return 1
 
+    @classmethod
+    def stages_at_once(cls, options: ExecutorOptions) -> int | None:
+        """How many stages it will run at once, known before it starts (the dry run's wall time);
+        None when only a connection tells (a remote cluster's size)."""
+        return 1
+
     def __enter__(self) -> "Executor":
         return self
 
@@ -114,7 +120,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, options: ExecutorOptions):
         super().__init__(options)
-        self.jobs = options.jobs or os.cpu_count() or 1
+        self.jobs = self.stages_at_once(options)
         self.threads = options.threads or max(1, (os.cpu_count() or 1) // self.jobs)
         self._context = multiprocessing.get_context("spawn")
         self._events = self._context.SimpleQueue()  # writes reach the pipe before a worker returns its outcome
@@ -124,6 +130,10 @@ class ProcessExecutor(Executor):
     @property
     def capacity(self) -> int:
         return self.jobs
+
+    @classmethod
+    def stages_at_once(cls, options: ExecutorOptions) -> int:
+        return options.jobs or os.cpu_count() or 1
 
     def describe(self) -> str:
         return f"processes ({self.jobs} workers, {self.threads} torch thread(s) each)"
@@ -185,6 +195,11 @@ BUILT_IN: dict[str, type[Executor]] = {"local": LocalExecutor, "processes": Proc
 
 def make_executor(options: ExecutorOptions) -> Executor:
     """The named executor (built in, or from a plugin), or a one-line error with did-you-mean."""
+    return executor_class(options)(options)
+
+
+def executor_class(options: ExecutorOptions) -> type[Executor]:
+    """The class `make_executor` would build, without building it (nothing is started or connected)."""
     if options.jobs is not None and options.jobs < 1:
         raise W2SError(f"--jobs {options.jobs}: run at least one stage at a time; use --jobs 1 or more")
     if options.threads is not None and options.threads < 1:
@@ -193,4 +208,4 @@ def make_executor(options: ExecutorOptions) -> Executor:
     if options.name not in available:
         hint = did_you_mean(options.name, available)
         raise W2SError(f"executor {options.name!r}: unknown{hint}; valid: {', '.join(sorted(available))}")
-    return available[options.name](options)
+    return available[options.name]
